@@ -1,0 +1,44 @@
+# learnstream — the two commands a newcomer needs are `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: run test lint typecheck unit kafka-up kafka-down bench clean help
+
+help:
+	@echo "make run    - start Kafka, collector, processors and sink (Ctrl-C stops all)"
+	@echo "make test   - lint, typecheck and run the whole test suite on the real stack"
+	@echo "make bench  - benchmarks (results go in BENCHMARKS.md)"
+
+$(STAMP): pyproject.toml devstack/system-deps.sh
+	@bash devstack/system-deps.sh
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "learnstream needs Python >= 3.11"'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m devstack run
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+# pytest exits 5 when it collected nothing: a broken suite, never a pass.
+test: lint typecheck
+	@$(VENV)/bin/pytest; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
+
+kafka-up: $(STAMP)
+	$(PY) -m devstack kafka start
+
+kafka-down: $(STAMP)
+	$(PY) -m devstack kafka stop
+
+clean:
+	rm -rf .data

@@ -1,0 +1,80 @@
+"""Run learnstream's services as child processes with prefixed, interleaved logs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import IO
+
+SERVICES: Mapping[str, list[str]] = {
+    "collector": [sys.executable, "-m", "collector"],
+    "processors": [sys.executable, "-m", "processors"],
+    "sink": [sys.executable, "-m", "sinks"],
+}
+
+
+def _pump(name: str, stream: IO[bytes], out: IO[str]) -> None:
+    for line in iter(stream.readline, b""):
+        out.write(f"[{name:<10}] {line.decode(errors='replace')}")
+        out.flush()
+
+
+@dataclass
+class ServiceGroup:
+    """Start, watch and stop a set of services sharing one environment."""
+
+    env: Mapping[str, str]
+    out: IO[str] = field(default_factory=lambda: sys.stdout)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, name: str) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            SERVICES[name],
+            env={**os.environ, **self.env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # the group decides when children stop
+        )
+        assert process.stdout is not None
+        threading.Thread(target=_pump, args=(name, process.stdout, self.out), daemon=True).start()
+        self.processes[name] = process
+        return process
+
+    def start_all(self) -> None:
+        for name in SERVICES:
+            self.start(name)
+
+    def exited(self) -> dict[str, int]:
+        return {n: p.returncode for n, p in self.processes.items() if p.poll() is not None}
+
+    def kill(self, name: str) -> None:
+        """SIGKILL: the crash case, no chance to flush or commit."""
+        process = self.processes[name]
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+    def stop(self, name: str, timeout_s: float = 20.0) -> None:
+        process = self.processes[name]
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def stop_all(self, timeout_s: float = 20.0) -> None:
+        for name in reversed(list(self.processes)):
+            self.stop(name, timeout_s)
+
+    def wait_any_exit(self, poll_s: float = 0.5) -> dict[str, int]:
+        while not (done := self.exited()):
+            time.sleep(poll_s)
+        return done

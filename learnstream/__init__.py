@@ -1,0 +1,1 @@
+"""Shared edge code for learnstream: settings, topic catalogue, command line."""

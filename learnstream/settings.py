@@ -1,0 +1,87 @@
+"""The one typed settings object, read from ``LEARNSTREAM_*`` environment variables.
+
+Read once at the edge (a service's entry point) and passed in; nothing below the
+entry points reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LEARNSTREAM_", frozen=True)
+
+    log_level: str = Field(default="INFO", description="Log level for every service.")
+    data_dir: Path = Field(
+        default=Path(".data"),
+        description="Root for local state: chdb data, Faust tables, devstack broker data.",
+    )
+
+    devstack_home: Path = Field(
+        default=Path(".devstack"),
+        description="Where the devstack keeps the fetched Kafka jars (shared by all data dirs).",
+    )
+
+    # Kafka
+    kafka_bootstrap: str = Field(default="127.0.0.1:19092", description="Kafka bootstrap servers.")
+    topic_prefix: str = Field(
+        default="", description="Prefix for every topic and consumer group (isolates test runs)."
+    )
+    topic_partitions: int = Field(default=3, ge=1, description="Partitions for created topics.")
+    topic_replication: int = Field(default=1, ge=1, description="Replication factor for topics.")
+
+    # Schema registry
+    schema_registry_url: str | None = Field(
+        default=None,
+        description="Confluent-compatible registry URL; unset means the file-backed registry.",
+    )
+
+    # ClickHouse
+    clickhouse_url: str | None = Field(
+        default=None,
+        description="ClickHouse server URL (http://user:pass@host:8123); unset: embedded chdb.",
+    )
+    clickhouse_database: str = Field(default="learnstream", description="ClickHouse database.")
+
+    # Collector
+    collector_host: str = Field(default="127.0.0.1", description="Collector bind address.")
+    collector_port: int = Field(default=8080, description="Collector HTTP port.")
+    publish_timeout_s: float = Field(
+        default=5.0, gt=0, description="Upper bound on waiting for a Kafka ack before 503."
+    )
+
+    # Sink and its query endpoint
+    sink_batch_max_rows: int = Field(default=50_000, ge=1, description="Rows per insert at most.")
+    sink_batch_max_wait_s: float = Field(
+        default=1.0, gt=0, description="Longest an event waits in the sink before its insert."
+    )
+    query_host: str = Field(default="127.0.0.1", description="Query endpoint bind address.")
+    query_port: int = Field(default=8081, description="Query endpoint port (served by the sink).")
+
+    @property
+    def kafka_port(self) -> int:
+        """Port of the first bootstrap server (the devstack broker listens there)."""
+        return int(self.kafka_bootstrap.split(",")[0].rsplit(":", 1)[1])
+
+    @property
+    def chdb_path(self) -> Path:
+        return self.data_dir / "chdb"
+
+    @property
+    def faust_data_dir(self) -> Path:
+        return self.data_dir / "faust"
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def query_url(self) -> str:
+        return f"http://{self.query_host}:{self.query_port}"
+
+    @property
+    def collector_url(self) -> str:
+        return f"http://{self.collector_host}:{self.collector_port}"

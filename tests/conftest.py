@@ -1,0 +1,112 @@
+"""Shared fixtures: one real Kafka broker per test session, isolated names per test.
+
+With a Docker engine present, the broker is Apache Kafka in a testcontainer; without
+one (as on CI here), it is the devstack broker: the same Apache Kafka jars from
+Maven Central, on this machine's Java, in a temporary data folder on free ports.
+``LEARNSTREAM_TEST_KAFKA=local|docker`` forces either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devstack import kafka
+from learnstream.settings import Settings
+from learnstream.topics import ensure_topics
+
+REPO = Path(__file__).resolve().parent.parent
+APACHE_KAFKA_IMAGE = "apache/kafka:4.4.0"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _docker_available() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+
+
+def _kafka_mode() -> str:
+    forced = os.environ.get("LEARNSTREAM_TEST_KAFKA", "auto")
+    if forced != "auto":
+        return forced
+    return "docker" if _docker_available() else "local"
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if _kafka_mode() == "docker":  # pragma: no cover - no Docker engine on this CI
+        yield from _docker_kafka()
+        return
+    port = free_port()
+    paths = kafka.KafkaPaths(
+        home=(REPO / ".devstack").resolve(), data=tmp_path_factory.mktemp("kafka")
+    )
+    kafka.start(paths, port, free_port())
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        kafka.stop(paths)
+
+
+def _docker_kafka() -> Iterator[str]:  # pragma: no cover - exercised only with Docker
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.waiting_utils import wait_for_logs
+
+    port = free_port()
+    container = (
+        DockerContainer(APACHE_KAFKA_IMAGE)
+        .with_bind_ports(9092, port)
+        .with_env("KAFKA_NODE_ID", "1")
+        .with_env("KAFKA_PROCESS_ROLES", "broker,controller")
+        .with_env("KAFKA_LISTENERS", "PLAINTEXT://0.0.0.0:9092,CONTROLLER://localhost:9093")
+        .with_env("KAFKA_ADVERTISED_LISTENERS", f"PLAINTEXT://127.0.0.1:{port}")
+        .with_env("KAFKA_CONTROLLER_LISTENER_NAMES", "CONTROLLER")
+        .with_env("KAFKA_CONTROLLER_QUORUM_VOTERS", "1@localhost:9093")
+        .with_env("KAFKA_AUTO_CREATE_TOPICS_ENABLE", "false")
+        .with_env("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "1")
+        .with_env("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "1")
+        .with_env("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "1")
+        .with_env("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0")
+    )
+    with container:
+        wait_for_logs(container, "Kafka Server started", timeout=120)
+        yield f"127.0.0.1:{port}"
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
+    """Settings for one test: its own topics, data folder and ports on the shared broker."""
+    made = Settings(
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
+        data_dir=tmp_path / "data",
+        devstack_home=REPO / ".devstack",
+        collector_port=free_port(),
+        query_port=free_port(),
+        sink_batch_max_wait_s=0.3,
+    )
+    asyncio.run(ensure_topics(made))
+    return made
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The same settings as environment variables, for child processes."""
+    env = {}
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"LEARNSTREAM_{name.upper()}"] = str(value)
+    return env

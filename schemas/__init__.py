@@ -1,0 +1,1 @@
+"""Avro schemas, the registry interface, Confluent-framed encode/decode, validation."""

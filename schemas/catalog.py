@@ -1,0 +1,115 @@
+"""The event catalogue: one full Avro schema per event type, composed from the files.
+
+``avro/envelope.avsc`` holds the fields every event carries, with a ``"PROPERTIES"``
+placeholder; ``avro/properties/<event_type>.avsc`` holds each type's typed properties
+record plus its ``ls.*`` metadata (category, ids it requires). Composing them gives
+each event type a standalone schema whose record name is its registry subject.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from fastavro import parse_schema
+
+AVRO_DIR = Path(__file__).parent / "avro"
+PROPERTIES_PLACEHOLDER = "PROPERTIES"
+EVENT_NAMESPACE = "learnstream.events"
+
+Schema = dict[str, Any]
+
+CATEGORIES = frozenset(
+    {"user_interaction", "learning_progress", "system_performance", "business_intelligence"}
+)
+
+
+@dataclass(frozen=True)
+class EventType:
+    """One event type: its name, category and the composed schema (raw and parsed)."""
+
+    name: str
+    category: str
+    requires: tuple[str, ...]
+    schema: Schema
+    parsed: Any
+
+    @property
+    def subject(self) -> str:
+        return str(self.schema["namespace"]) + "." + str(self.schema["name"])
+
+
+def _camel(event_type: str) -> str:
+    return "".join(part.capitalize() for part in event_type.split("_"))
+
+
+def _load_json(path: Path) -> Schema:
+    loaded: Schema = json.loads(path.read_text(encoding="utf-8"))
+    return loaded
+
+
+def compose(envelope: Schema, properties: Schema) -> Schema:
+    """Fill the envelope's properties slot with one event type's properties record."""
+    event_type = properties["ls.event_type"]
+    composed = copy.deepcopy(envelope)
+    composed["name"] = _camel(event_type)
+    composed["namespace"] = EVENT_NAMESPACE
+    composed["doc"] = properties.get("doc", "")
+    slots = [f for f in composed["fields"] if f["type"] == PROPERTIES_PLACEHOLDER]
+    if len(slots) != 1:
+        raise ValueError("envelope.avsc must have exactly one PROPERTIES field")
+    slots[0]["type"] = copy.deepcopy(properties)
+    return composed
+
+
+class EventCatalog(Mapping[str, EventType]):
+    """Read-only mapping event_type -> EventType."""
+
+    def __init__(self, event_types: Mapping[str, EventType]) -> None:
+        self._types = dict(event_types)
+
+    @classmethod
+    def load(cls, avro_dir: Path = AVRO_DIR) -> EventCatalog:
+        envelope = _load_json(avro_dir / "envelope.avsc")
+        types: dict[str, EventType] = {}
+        for path in sorted((avro_dir / "properties").glob("*.avsc")):
+            properties = _load_json(path)
+            name = properties.get("ls.event_type")
+            if name != path.stem:
+                raise ValueError(f"{path}: ls.event_type must equal the file name ({path.stem})")
+            category = properties.get("ls.category")
+            if category not in CATEGORIES:
+                raise ValueError(f"{path}: ls.category must be one of {sorted(CATEGORIES)}")
+            schema = compose(envelope, properties)
+            types[name] = EventType(
+                name=name,
+                category=category,
+                requires=tuple(properties.get("ls.requires", ())),
+                schema=schema,
+                parsed=parse_schema(copy.deepcopy(schema)),
+            )
+        return cls(types)
+
+    def __getitem__(self, name: str) -> EventType:
+        return self._types[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._types)
+
+    def __len__(self) -> int:
+        return len(self._types)
+
+
+def load_named_schema(relative_path: str, avro_dir: Path = AVRO_DIR) -> Schema:
+    """A standalone schema file, e.g. ``projections/user_xp.avsc``."""
+    return _load_json(avro_dir / relative_path)
+
+
+@cache
+def default_catalog() -> EventCatalog:
+    return EventCatalog.load()

@@ -1,0 +1,1 @@
+"""Faust wiring: dedup, (later) sampling, and running the pure folds from ``projections``."""

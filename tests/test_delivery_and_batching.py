@@ -1,0 +1,53 @@
+"""Redelivery decisions (processors) and insert planning (sink)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from processors.delivery import Position, Seen, already_applied, classify
+from sinks.batching import PendingRow, plan_inserts
+
+
+def test_redelivery_is_told_apart_from_a_duplicate() -> None:
+    here = Position(2, 10)
+    assert classify(None, here) is Seen.FIRST_TIME
+    assert classify(Position(2, 10), here) is Seen.REDELIVERED
+    assert classify(Position(2, 7), here) is Seen.DUPLICATE
+    assert classify(Position(1, 10), here) is Seen.DUPLICATE
+
+
+def test_state_applied_up_to_an_offset_skips_it_and_earlier() -> None:
+    assert not already_applied(None, Position(0, 0))
+    assert already_applied(Position(0, 5), Position(0, 5))
+    assert already_applied(Position(0, 5), Position(0, 4))
+    assert not already_applied(Position(0, 5), Position(0, 6))
+    assert not already_applied(Position(1, 9), Position(0, 6))
+
+
+def test_position_survives_its_json_form() -> None:
+    assert Position.from_json(Position(3, 42).as_json()) == Position(3, 42)
+
+
+T0 = datetime(2026, 1, 31, 23, 0, tzinfo=UTC)
+
+
+@given(st.lists(st.integers(0, 24 * 90), max_size=60))
+def test_plans_keep_offset_order_and_one_month_each(hours: list[int]) -> None:
+    pending = [
+        PendingRow(offset=100 + i, timestamp=T0 + timedelta(hours=h), row=[i])
+        for i, h in enumerate(hours)
+    ]
+    plans = plan_inserts("events.clean", 1, pending)
+    assert [row for plan in plans for row in plan.rows] == [p.row for p in pending]
+    for plan in plans:
+        offsets = [r[0] + 100 for r in plan.rows]
+        assert offsets == list(range(plan.first_offset, plan.last_offset + 1))
+        months = {
+            ((T0 + timedelta(hours=hours[r[0]])).year, (T0 + timedelta(hours=hours[r[0]])).month)
+            for r in plan.rows
+        }
+        assert len(months) == 1
+    assert len({plan.dedup_token for plan in plans}) == len(plans)

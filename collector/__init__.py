@@ -1,0 +1,1 @@
+"""HTTP intake: validate, enrich, and publish events durably to Kafka."""

@@ -1,0 +1,34 @@
+"""``python -m collector``: serve the collector with settings from the environment."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import uvicorn
+
+from collector.app import create_app
+from collector.publisher import KafkaPublisher
+from learnstream.logs import configure_logging
+from learnstream.settings import Settings
+from learnstream.topics import ensure_topics
+from schemas.catalog import default_catalog
+from schemas.registry import registry_for
+
+
+def main() -> None:
+    settings = Settings()
+    configure_logging("collector", settings.log_level)
+    asyncio.run(ensure_topics(settings))
+    app = create_app(
+        settings,
+        default_catalog(),
+        registry_for(settings.schema_registry_url),
+        KafkaPublisher(settings.kafka_bootstrap, settings.publish_timeout_s),
+    )
+    logging.getLogger(__name__).info("collector on %s", settings.collector_url)
+    uvicorn.run(app, host=settings.collector_host, port=settings.collector_port, log_config=None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""The collector in-process with its real Kafka publisher against the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from collector.app import create_app
+from collector.publisher import KafkaPublisher
+from devstack import kafka
+from learnstream.settings import Settings
+from learnstream.topics import EVENTS_INVALID, EVENTS_RAW, ensure_topics
+from schemas.catalog import default_catalog
+from schemas.codec import decode
+from schemas.registry import FileSchemaRegistry
+from tests.conftest import REPO, free_port
+from tests.kafka_read import read_all
+
+CATALOG = default_catalog()
+REGISTRY = FileSchemaRegistry.from_files(CATALOG)
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def client_for(settings: Settings, bootstrap: str | None = None) -> TestClient:
+    publisher = KafkaPublisher(bootstrap or settings.kafka_bootstrap, settings.publish_timeout_s)
+    return TestClient(create_app(settings, CATALOG, REGISTRY, publisher, clock=lambda: NOW))
+
+
+def _post_until_accepted(client: TestClient, event: dict[str, Any], timeout_s: float) -> Any:
+    """The client's side of an outage: retry on 503, as Retry-After asks."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = client.post("/v1/events", json=event)
+        if response.status_code != 503 or time.monotonic() > deadline:
+            return response
+        time.sleep(0.5)
+
+
+def lesson(**overrides: Any) -> dict[str, Any]:
+    event = {
+        "event_id": str(uuid.uuid4()),
+        "event_type": "lesson_completed",
+        "timestamp": "2026-11-23T11:00:00Z",
+        "user_id": "ada",
+        "privacy_level": "sensitive",
+        "properties": {"content_id": "lesson-7"},
+    }
+    event.update(overrides)
+    return event
+
+
+def test_accepted_event_is_in_kafka_enriched_and_keyed_by_user(settings: Settings) -> None:
+    event = lesson()
+    with client_for(settings) as client:
+        response = client.post("/v1/events", json=event)
+    assert response.status_code == 202
+    (message,) = read_all(settings.kafka_bootstrap, settings.topic(EVENTS_RAW))
+    assert message.key == b"ada"
+    datum = decode(REGISTRY, message.value)
+    assert str(datum["event_id"]) == event["event_id"]
+    assert datum["received_at"] == NOW
+    assert datum["retention_days"] == 1095  # sensitive: 3 years
+
+
+def test_rejections_are_explained_and_dead_lettered(settings: Settings) -> None:
+    bad = lesson(properties={"content_id": ""})
+    with client_for(settings) as client:
+        invalid = client.post("/v1/events", json=bad)
+        not_json = client.post(
+            "/v1/events", content=b"{oops", headers={"content-type": "application/json"}
+        )
+    assert invalid.status_code == 422
+    assert invalid.json() == {
+        "errors": [{"field": "properties.content_id", "message": "is shorter than 1 characters"}]
+    }
+    assert not_json.status_code == 400
+    assert not_json.json()["errors"][0]["field"] == "(body)"
+
+    dead = [
+        json.loads(m.value)
+        for m in read_all(settings.kafka_bootstrap, settings.topic(EVENTS_INVALID))
+    ]
+    # unkeyed dead letters spread over partitions: match them by content, not order
+    by_raw = {d["raw"]: d for d in dead}
+    assert len(dead) == 2 and "{oops" in by_raw
+    (invalid_letter,) = [d for raw, d in by_raw.items() if raw != "{oops"]
+    assert json.loads(invalid_letter["raw"]) == bad
+    assert invalid_letter["errors"] == invalid.json()["errors"]
+    assert all(d["received_at"] == NOW.isoformat() for d in dead)
+    assert read_all(settings.kafka_bootstrap, settings.topic(EVENTS_RAW)) == []
+
+
+def test_broker_outage_gives_quick_503_then_recovers(settings: Settings, tmp_path: Path) -> None:
+    """A broker of its own, stopped mid-test: 503 quickly, never a hang; 202 once it is back."""
+    port, controller_port = free_port(), free_port()
+    paths = kafka.KafkaPaths(home=REPO / ".devstack", data=tmp_path / "own-kafka")
+    kafka.start(paths, port, controller_port)
+    own = settings.model_copy(
+        update={"kafka_bootstrap": f"127.0.0.1:{port}", "publish_timeout_s": 2.0}
+    )
+    try:
+        asyncio.run(ensure_topics(own))
+        publisher = KafkaPublisher(own.kafka_bootstrap, own.publish_timeout_s)
+        app = create_app(own, CATALOG, REGISTRY, publisher, clock=lambda: NOW)
+        with TestClient(app) as client:
+            assert client.post("/v1/events", json=lesson()).status_code == 202
+            kafka.stop(paths)
+            started = time.monotonic()
+            outage = client.post("/v1/events", json=lesson())
+            elapsed = time.monotonic() - started
+            assert client.get("/readyz").status_code == 503
+            kafka.start(paths, port, controller_port)  # same ports: KRaft recorded them
+            recovered = _post_until_accepted(client, lesson(), timeout_s=60)
+    finally:
+        kafka.stop(paths)
+    assert outage.status_code == 503
+    assert outage.headers["Retry-After"] == "5"
+    assert elapsed < own.publish_timeout_s + 1.5
+    assert recovered.status_code == 202

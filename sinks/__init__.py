@@ -1,0 +1,1 @@
+"""Kafka -> ClickHouse: migrations, exactly-once batched inserts, and the analysts' query door."""

@@ -1,0 +1,85 @@
+"""``python -m sinks``: stream events into ClickHouse and serve the query endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+
+import uvicorn
+
+from learnstream.logs import configure_logging
+from learnstream.settings import Settings
+from learnstream.topics import EVENTS_CLEAN, ensure_topics
+from schemas.catalog import default_catalog
+from schemas.registry import registry_for
+from sinks.clickhouse import connect, migrate
+from sinks.event_sink import EventSink
+from sinks.query_api import create_query_app
+from sinks.writer import ClickHouseWriter
+
+log = logging.getLogger(__name__)
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn sharing the process: our handlers own SIGINT/SIGTERM, not uvicorn's."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve(settings: Settings) -> None:
+    await ensure_topics(settings)
+    client = connect(settings)
+    migrate(client, settings.clickhouse_database)
+    writer = ClickHouseWriter(client, settings.clickhouse_database)
+    sink = EventSink.create(
+        settings.kafka_bootstrap,
+        settings.topic(EVENTS_CLEAN),
+        settings.topic("learnstream-sink"),
+        writer,
+        default_catalog(),
+        registry_for(settings.schema_registry_url),
+        settings.sink_batch_max_rows,
+        settings.sink_batch_max_wait_s,
+    )
+    server = _EmbeddedServer(
+        uvicorn.Config(
+            create_query_app(writer),
+            host=settings.query_host,
+            port=settings.query_port,
+            log_config=None,
+        )
+    )
+
+    def shutdown() -> None:
+        sink.stop()
+        server.should_exit = True
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, shutdown)
+    log.info(
+        "sink writing to %s; queries on %s",
+        settings.clickhouse_url or settings.chdb_path,
+        settings.query_url,
+    )
+    try:
+        async with asyncio.TaskGroup() as group:  # one failing stops the other
+            group.create_task(sink.run())
+            group.create_task(server.serve())
+    finally:
+        writer.close()
+
+
+def main() -> None:
+    settings = Settings()
+    configure_logging("sink", settings.log_level)
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""Stream ``events.clean`` into the ``events`` table, each event exactly once.
+
+Progress of record is what ClickHouse holds: before inserting, each partition's
+messages at or below the highest offset already stored are dropped, so an insert
+that landed before a crash (but whose Kafka commit did not) is never repeated. That
+high-water mark is read once per partition assignment and advanced by our inserts.
+Offsets are committed to
+Kafka only after the insert succeeded; while ClickHouse is down the same planned
+insert is retried with backoff, under the same deduplication token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+
+from schemas.catalog import EventCatalog
+from schemas.codec import decode
+from schemas.registry import SchemaRegistry
+from sinks.batching import PendingRow, PlannedInsert, plan_inserts
+from sinks.rows import EVENT_COLUMNS, event_row
+from sinks.writer import ClickHouseWriter
+
+log = logging.getLogger(__name__)
+
+EVENTS_TABLE = "events"
+MAX_BACKOFF_S = 10.0
+
+
+class _ForgetOnRebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Whoever owned a partition before may have stored more: re-read it from ClickHouse."""
+
+    def __init__(self, sink: EventSink) -> None:
+        self._sink = sink
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._sink.forget(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._sink.forget(assigned)
+
+
+class EventSink:
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        writer: ClickHouseWriter,
+        catalog: EventCatalog,
+        registry: SchemaRegistry,
+        max_rows: int,
+        max_wait_s: float,
+    ) -> None:
+        self._consumer = consumer
+        self._writer = writer
+        self._catalog = catalog
+        self._registry = registry
+        self._max_rows = max_rows
+        self._max_wait_s = max_wait_s
+        self._stopping = asyncio.Event()
+        # highest source offset ClickHouse holds, per partition we own (None: nothing)
+        self._stored: dict[TopicPartition, int | None] = {}
+        self.rows_inserted = 0
+        self.redelivered_skipped = 0
+
+    @classmethod
+    def create(
+        cls,
+        bootstrap: str,
+        topic: str,
+        group_id: str,
+        writer: ClickHouseWriter,
+        catalog: EventCatalog,
+        registry: SchemaRegistry,
+        max_rows: int,
+        max_wait_s: float,
+    ) -> EventSink:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=max_rows,
+        )
+        sink = cls(consumer, writer, catalog, registry, max_rows, max_wait_s)
+        consumer.subscribe([topic], listener=_ForgetOnRebalance(sink))
+        return sink
+
+    def forget(self, partitions: set[TopicPartition]) -> None:
+        for tp in partitions:
+            self._stored.pop(tp, None)
+
+    async def _stored_up_to(self, tp: TopicPartition) -> int | None:
+        if tp not in self._stored:
+            self._stored[tp] = await self._writer.stored_high_water(
+                EVENTS_TABLE, tp.topic, tp.partition
+            )
+            if self._stored[tp] is not None:
+                log.info("%s: ClickHouse holds up to offset %d", tp, self._stored[tp])
+        return self._stored[tp]
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        await self._consumer.start()
+        try:
+            while not self._stopping.is_set():
+                batch = await self._collect()
+                if batch and await self._store(batch):
+                    await self._consumer.commit(
+                        {tp: messages[-1].offset + 1 for tp, messages in batch.items()}
+                    )
+        finally:
+            await self._consumer.stop()
+
+    async def _collect(self) -> dict[TopicPartition, list[Any]]:
+        """Gather up to max_rows, waiting at most max_wait_s after the first message."""
+        batch: dict[TopicPartition, list[Any]] = defaultdict(list)
+        count = 0
+        deadline: float | None = None
+        while count < self._max_rows and not self._stopping.is_set():
+            remaining = 0.2 if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            fetched = await self._consumer.getmany(
+                timeout_ms=int(remaining * 1000), max_records=self._max_rows - count
+            )
+            for tp, messages in fetched.items():
+                batch[tp].extend(messages)
+                count += len(messages)
+            if count and deadline is None:
+                deadline = time.monotonic() + self._max_wait_s
+            if not count and deadline is None:
+                return {}
+        return dict(batch)
+
+    async def _store(self, batch: dict[TopicPartition, list[Any]]) -> bool:
+        """Insert every planned run; False if asked to stop before all landed."""
+        for tp, messages in batch.items():
+            stored = await self._stored_up_to(tp)
+            fresh = [m for m in messages if stored is None or m.offset > stored]
+            self.redelivered_skipped += len(messages) - len(fresh)
+            pending = []
+            for message in fresh:
+                datum = decode(self._registry, message.value)
+                row = event_row(self._catalog, datum, tp.topic, tp.partition, message.offset)
+                pending.append(PendingRow(message.offset, datum["timestamp"], row))
+            for plan in plan_inserts(tp.topic, tp.partition, pending):
+                if not await self._insert_with_retry(plan):
+                    return False
+                self._stored[tp] = plan.last_offset
+        return True
+
+    async def _insert_with_retry(self, plan: PlannedInsert) -> bool:
+        backoff = 0.2
+        while True:
+            try:
+                await self._writer.insert(EVENTS_TABLE, plan.rows, EVENT_COLUMNS, plan.dedup_token)
+                self.rows_inserted += len(plan.rows)
+                return True
+            except Exception as exc:  # ClickHouse down or refusing: keep the batch, retry
+                log.warning(
+                    "insert %s failed (%r); retrying in %.1fs", plan.dedup_token, exc, backoff
+                )
+            try:
+                await asyncio.wait_for(self._stopping.wait(), backoff)
+                return False
+            except TimeoutError:
+                backoff = min(backoff * 2, MAX_BACKOFF_S)

@@ -1,0 +1,79 @@
+"""One decoded event -> one ``events`` row."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from schemas.catalog import EventCatalog
+
+EVENT_COLUMNS = (
+    "event_id",
+    "event_type",
+    "category",
+    "timestamp",
+    "received_at",
+    "sent_at",
+    "user_id",
+    "session_id",
+    "organization_id",
+    "timezone",
+    "content_id",
+    "course_id",
+    "score",
+    "duration_seconds",
+    "properties",
+    "device_info",
+    "context",
+    "privacy_level",
+    "retention_days",
+    "sample_rate",
+    "schema_version",
+    "source_topic",
+    "source_partition",
+    "source_offset",
+)
+
+
+def _json(value: Mapping[str, Any] | None) -> str:
+    def default(obj: object) -> str:
+        return obj.isoformat() if isinstance(obj, datetime) else str(obj)
+
+    return json.dumps(value or {}, default=default, sort_keys=True)
+
+
+def event_row(
+    catalog: EventCatalog, datum: Mapping[str, Any], topic: str, partition: int, offset: int
+) -> list[Any]:
+    properties = datum.get("properties") or {}
+    device_info = datum.get("device_info") or {}
+    event_type = datum["event_type"]
+    known = catalog.get(event_type)
+    return [
+        datum["event_id"],
+        event_type,
+        known.category if known else "",
+        datum["timestamp"],
+        datum.get("received_at") or datum["timestamp"],
+        datum.get("sent_at"),
+        datum.get("user_id") or "",
+        datum.get("session_id") or "",
+        datum.get("organization_id") or "",
+        device_info.get("timezone") or "",
+        properties.get("content_id") or "",
+        properties.get("course_id") or "",
+        properties.get("score"),
+        properties.get("duration_seconds"),
+        _json(properties),
+        _json(device_info),
+        _json(datum.get("context")),
+        datum.get("privacy_level") or "standard",
+        datum.get("retention_days") or 2555,
+        datum.get("sample_rate", 1.0),
+        datum.get("schema_version", 1),
+        topic,
+        partition,
+        offset,
+    ]

@@ -1,0 +1,62 @@
+"""Serialised access to one ClickHouse client from asyncio code.
+
+chdb is in-process and its session is not meant for concurrent use, so every call
+goes through one worker thread; that also keeps blocking I/O off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class ClickHouseWriter:
+    def __init__(self, client: Any, database: str) -> None:
+        self.client = client
+        self.database = database
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
+
+    async def run(self, call: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, call)
+
+    async def insert(
+        self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str], token: str
+    ) -> None:
+        def call() -> None:
+            self.client.insert(
+                f"{self.database}.{table}",
+                list(rows),
+                column_names=list(columns),
+                settings={"insert_deduplication_token": token},
+            )
+
+        await self.run(call)
+
+    async def stored_high_water(self, table: str, topic: str, partition: int) -> int | None:
+        """Highest source offset already stored for a partition, if any."""
+
+        def call() -> int | None:
+            result = self.client.query(
+                f"SELECT maxOrNull(source_offset) FROM {self.database}.{table} "
+                "WHERE source_topic = {topic:String} AND source_partition = {partition:UInt32}",
+                parameters={"topic": topic, "partition": partition},
+            )
+            value = result.result_rows[0][0]
+            return None if value is None else int(value)
+
+        return await self.run(call)
+
+    async def query(self, sql: str, readonly: bool = True) -> tuple[list[str], list[Any]]:
+        def call() -> tuple[list[str], list[Any]]:
+            result = self.client.query(sql, settings={"readonly": 1} if readonly else None)
+            return list(result.column_names), [list(row) for row in result.result_rows]
+
+        return await self.run(call)
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True)
+        self.client.close()

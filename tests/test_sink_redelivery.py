@@ -1,0 +1,173 @@
+"""The sink on real Kafka and real chdb: each event stored once, even when Kafka redelivers."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from learnstream.settings import Settings
+from learnstream.topics import EVENTS_CLEAN
+from schemas.catalog import default_catalog
+from schemas.codec import encode
+from schemas.registry import FileSchemaRegistry
+from sinks.clickhouse import connect, migrate
+from sinks.event_sink import EventSink
+from sinks.writer import ClickHouseWriter
+
+CATALOG = default_catalog()
+REGISTRY = FileSchemaRegistry.from_files(CATALOG)
+LESSON = CATALOG["lesson_completed"]
+T0 = datetime(2026, 1, 20, tzinfo=UTC)
+
+
+def lesson_datum(index: int) -> dict[str, Any]:
+    # spread over three months so inserts split into several single-month parts
+    return {
+        "event_id": str(uuid.uuid4()),
+        "event_type": "lesson_completed",
+        "timestamp": T0 + timedelta(days=index % 70, minutes=index),
+        "sent_at": None,
+        "received_at": T0,
+        "user_id": f"u{index % 7}",
+        "session_id": None,
+        "organization_id": "org-1",
+        "device_info": None,
+        "context": None,
+        "properties": {"content_id": f"l{index}", "course_id": None, "duration_seconds": index},
+        "privacy_level": "standard",
+        "retention_days": 10950,  # the longest the schema allows
+        "schema_version": 1,
+        "sample_rate": 1.0,
+    }
+
+
+async def produce(settings: Settings, count: int) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True
+    )
+    await producer.start()
+    schema_id = REGISTRY.id_for(LESSON.subject, LESSON.schema)
+    try:
+        for i in range(count):
+            datum = lesson_datum(i)
+            await producer.send(
+                settings.topic(EVENTS_CLEAN),
+                encode(schema_id, LESSON.parsed, datum),
+                key=datum["user_id"].encode(),
+            )
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def run_sink_until(settings: Settings, writer: ClickHouseWriter, rows: int) -> EventSink:
+    sink = EventSink.create(
+        settings.kafka_bootstrap,
+        settings.topic(EVENTS_CLEAN),
+        settings.topic("sink"),
+        writer,
+        CATALOG,
+        REGISTRY,
+        500,
+        0.2,
+    )
+    task = asyncio.create_task(sink.run())
+    try:
+        async with asyncio.timeout(60):
+            while sink.rows_inserted + sink.redelivered_skipped < rows:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(1.0)  # let anything extra it would wrongly insert arrive
+    finally:
+        sink.stop()
+        await task
+    return sink
+
+
+async def rewind_group(settings: Settings) -> None:
+    """Commit offset 0 everywhere: Kafka will hand every message to the sink again."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=settings.topic("sink"),
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        partitions = [
+            TopicPartition(settings.topic(EVENTS_CLEAN), p)
+            for p in range(settings.topic_partitions)
+        ]
+        consumer.assign(partitions)
+        await consumer.commit({tp: 0 for tp in partitions})
+    finally:
+        await consumer.stop()
+
+
+def test_redelivered_batches_are_not_stored_twice(settings: Settings) -> None:
+    client = connect(settings)
+    migrate(client, settings.clickhouse_database)
+    writer = ClickHouseWriter(client, settings.clickhouse_database)
+    count = 1200
+
+    async def scenario() -> tuple[EventSink, EventSink]:
+        await produce(settings, count)
+        first = await run_sink_until(settings, writer, count)
+        await rewind_group(settings)
+        # everything is redelivered; the sink must skip what ClickHouse holds
+        second = await run_sink_until(settings, writer, count)
+        return first, second
+
+    try:
+        first, second = asyncio.run(scenario())
+        assert (first.rows_inserted, first.redelivered_skipped) == (count, 0)
+        assert (second.rows_inserted, second.redelivered_skipped) == (0, count)
+        _, rows = asyncio.run(
+            writer.query(
+                "SELECT count(), uniqExact(event_id), uniqExact(source_partition, source_offset) "
+                "FROM events"
+            )
+        )
+        assert rows == [[count, count, count]]  # plain count(), no FINAL
+        _, months = asyncio.run(
+            writer.query(
+                "SELECT toYYYYMM(timestamp) AS m, count() FROM events GROUP BY m ORDER BY m"
+            )
+        )
+        assert [m for m, _ in months] == [202601, 202602, 202603]
+    finally:
+        writer.close()
+
+
+def test_longest_retention_does_not_expire_rows_early(settings: Settings) -> None:
+    """Regression: a TTL past DateTime's 2106 limit wrapped around and expired rows."""
+    client = connect(settings)
+    migrate(client, settings.clickhouse_database)
+    columns = [
+        "event_id",
+        "event_type",
+        "timestamp",
+        "received_at",
+        "retention_days",
+        "source_topic",
+        "source_partition",
+        "source_offset",
+    ]
+    late = datetime(2099, 12, 31, tzinfo=UTC)
+    rows = [[uuid.uuid4(), "lesson_completed", late, late, 10950, "t", 0, i] for i in range(3)]
+    for row in rows:  # separate parts, then a forced merge that applies TTL
+        client.insert("events", [row], column_names=columns)
+    client.command("OPTIMIZE TABLE events FINAL")
+    assert client.query("SELECT count() FROM events").result_rows == [(3,)]
+    client.close()
+
+
+def test_migrations_apply_once(settings: Settings) -> None:
+    client = connect(settings)
+    assert migrate(client, settings.clickhouse_database) == ["0001_events"]
+    assert migrate(client, settings.clickhouse_database) == []
+    client.close()

@@ -24,6 +24,11 @@ EVENT_NAMESPACE = "learnstream.events"
 
 Schema = dict[str, Any]
 
+# How an event type is sampled (seed 004): never (learning progress, user actions,
+# errors), performance (10 % in production), high_volume (1 %), debug (dropped in
+# production).
+SAMPLING_CLASSES = frozenset({"never", "performance", "high_volume", "debug"})
+
 CATEGORIES = frozenset(
     {"user_interaction", "learning_progress", "system_performance", "business_intelligence"}
 )
@@ -35,6 +40,7 @@ class EventType:
 
     name: str
     category: str
+    sampling: str
     requires: tuple[str, ...]
     schema: Schema
     parsed: Any
@@ -85,10 +91,14 @@ class EventCatalog(Mapping[str, EventType]):
             category = properties.get("ls.category")
             if category not in CATEGORIES:
                 raise ValueError(f"{path}: ls.category must be one of {sorted(CATEGORIES)}")
+            sampling = properties.get("ls.sampling")
+            if sampling not in SAMPLING_CLASSES:
+                raise ValueError(f"{path}: ls.sampling must be one of {sorted(SAMPLING_CLASSES)}")
             schema = compose(envelope, properties)
             types[name] = EventType(
                 name=name,
                 category=category,
+                sampling=sampling,
                 requires=tuple(properties.get("ls.requires", ())),
                 schema=schema,
                 parsed=parse_schema(copy.deepcopy(schema)),

@@ -19,6 +19,7 @@ from typing import Any
 from schemas.catalog import EventCatalog, EventType, Schema
 
 DEFAULT_MAX_STRING = 4096
+DEFAULT_MAX_ITEMS = 1000
 MAX_FUTURE = timedelta(hours=24)
 _INT32 = (-(2**31), 2**31 - 1)
 _INT64 = (-(2**63), 2**63 - 1)
@@ -65,6 +66,10 @@ def _type_name(value: object) -> str:
     }.get(type(value), type(value).__name__)
 
 
+def _is_integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def parse_timestamp(text: str) -> datetime:
     """ISO 8601 with an explicit offset (``Z`` or ``+hh:mm``), normalised to UTC."""
     parsed = datetime.fromisoformat(text)
@@ -81,6 +86,8 @@ class _Converter:
 
     def field(self, spec: Schema, value: Any, path: str) -> Any:
         try:
+            if spec.get("ls.coerce") == "string" and _is_integer(value):
+                value = str(value)  # seed 000 sends numeric ids; ids are strings here
             datum = self.value(spec["type"], value, path)
             self._check_rules(spec, datum, path)
             return datum
@@ -211,6 +218,17 @@ class _Converter:
     def _check_rules(self, spec: Schema, datum: Any, path: str) -> None:
         if datum is None:
             return
+        if isinstance(datum, list):
+            most = spec.get("ls.maxItems", DEFAULT_MAX_ITEMS)
+            if len(datum) > most:
+                raise _Invalid(path, f"has more than {most} items")
+            for i, item in enumerate(datum):
+                if isinstance(item, str) and len(item) > DEFAULT_MAX_STRING:
+                    raise _Invalid(
+                        f"{path}[{i}]", f"is longer than {DEFAULT_MAX_STRING} characters"
+                    )
+        if "ls.enum" in spec and datum not in spec["ls.enum"]:
+            raise _Invalid(path, f"must be one of {spec['ls.enum']}, got {datum!r}")
         if isinstance(datum, str):
             longest = spec.get("ls.maxLength", DEFAULT_MAX_STRING)
             if len(datum) > longest:

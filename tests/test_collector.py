@@ -19,6 +19,7 @@ from learnstream.settings import Settings
 from learnstream.topics import EVENTS_INVALID, EVENTS_RAW, ensure_topics
 from schemas.catalog import default_catalog
 from schemas.codec import decode
+from schemas.examples import example_event
 from schemas.registry import FileSchemaRegistry
 from tests.conftest import REPO, free_port
 from tests.kafka_read import read_all
@@ -124,3 +125,20 @@ def test_broker_outage_gives_quick_503_then_recovers(settings: Settings, tmp_pat
     assert outage.headers["Retry-After"] == "5"
     assert elapsed < own.publish_timeout_s + 1.5
     assert recovered.status_code == 202
+
+
+def test_one_example_of_every_event_type_lands_in_kafka(settings: Settings) -> None:
+    sent = {}
+    with client_for(settings) as client:
+        for name, event_type in sorted(CATALOG.items()):
+            event = example_event(event_type, timestamp=NOW)
+            event["event_id"] = str(uuid.uuid4())
+            response = client.post("/v1/events", json=event)
+            assert response.status_code == 202, (name, response.text)
+            sent[event["event_id"]] = name
+    stored = {}
+    for message in read_all(settings.kafka_bootstrap, settings.topic(EVENTS_RAW)):
+        datum = decode(REGISTRY, message.value)
+        stored[str(datum["event_id"])] = datum["event_type"]
+    assert stored == sent
+    assert len(set(stored.values())) == len(CATALOG)

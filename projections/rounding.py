@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+import math
+from fractions import Fraction
 
 
-def round_half_up(value: float) -> int:
-    # Decimal(value) is the float's exact binary value, so 0.49999999999999994
-    # rounds down where floor(value + 0.5) would wrongly round it up.
-    return int(Decimal(value).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+def round_half_up(value: float | Fraction | int) -> int:
+    # Fraction(value) is a float's exact binary value, so 0.49999999999999994 rounds
+    # down where floor(value + 0.5) in floating point would wrongly round it up.
+    return math.floor(Fraction(value) + Fraction(1, 2))

@@ -1,46 +1,66 @@
-"""XP per learner: how many points each event awards, and the running total.
+"""XP awards and levels.
 
-Rules (seed 002): lesson_completed 50 XP; quiz_completed round(score) XP, score
-on a 0-100 scale, rounded half up; anything else 0.
+Rules (pinned; rounding half up on the exact value):
+- lesson_completed: 50
+- quiz_completed: round(score)
+- quiz_complete: round(100 x correct_answers / total_questions)
+- question_submit: 10 if is_correct else 0
+- material_complete: 20
+- anything else: 0
+
+Level: the highest L with 50 x L x (L - 1) <= total XP (L1 at 0, L2 at 100, L3 at 300,
+L4 at 600, ...).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from fractions import Fraction
+from math import isqrt
+from typing import Any
 
 from projections.events import Event
 from projections.rounding import round_half_up
 
 LESSON_XP = 50
+CORRECT_ANSWER_XP = 10
+MATERIAL_XP = 20
+LEVEL_STEP_XP = 50
+
+
+def _number(value: Any) -> float | int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number: float | int = value
+    return number
 
 
 def xp_for(event: Event) -> int:
+    """XP one event awards. Missing or malformed properties award nothing, never raise."""
+    props = event.properties
     if event.event_type == "lesson_completed":
         return LESSON_XP
     if event.event_type == "quiz_completed":
-        return round_half_up(float(event.properties["score"]))
+        score = _number(props.get("score"))
+        return round_half_up(score) if score is not None else 0
+    if event.event_type == "quiz_complete":
+        correct, total = (
+            _number(props.get("correct_answers")),
+            _number(props.get("total_questions")),
+        )
+        if correct is None or not total:
+            return 0
+        return round_half_up(Fraction(100) * Fraction(correct) / Fraction(total))
+    if event.event_type == "question_submit":
+        return CORRECT_ANSWER_XP if props.get("is_correct") is True else 0
+    if event.event_type == "material_complete":
+        return MATERIAL_XP
     return 0
 
 
-@dataclass(frozen=True)
-class XpState:
-    xp: int = 0
-    events_applied: int = 0
-
-
-@dataclass(frozen=True)
-class XpEarned:
-    """Derived output: an award, traceable to the event that earned it."""
-
-    user_id: str
-    source_event_id: str
-    amount: int
-    total_xp: int
-
-
-def apply_xp(state: XpState, event: Event) -> tuple[XpState, list[XpEarned]]:
-    amount = xp_for(event)
-    new_state = replace(state, xp=state.xp + amount, events_applied=state.events_applied + 1)
-    if amount == 0 or event.user_id is None:
-        return new_state, []
-    return new_state, [XpEarned(event.user_id, event.event_id, amount, new_state.xp)]
+def level_for(total_xp: int) -> int:
+    """Highest L with 50 L (L - 1) <= total_xp."""
+    if total_xp < 0:
+        return 1
+    quota = total_xp // LEVEL_STEP_XP  # L(L-1) is whole, so compare with the floor
+    level = (1 + isqrt(1 + 4 * quota)) // 2
+    return max(level, 1)

@@ -1,0 +1,389 @@
+"""The folds: pinned rules, arrival-order independence, and oracles written plainly."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import subprocess
+import sys
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from projections.__main__ import fold_file
+from projections.blind_spots import DrillAttempt, blind_spots
+from projections.events import Event, zone
+from projections.fold import fold_log
+from projections.learner import LearnerState, apply, from_json, summary, to_json
+from projections.mastery import bkt_update
+from projections.rounding import round_half_up
+from projections.streaks import ACTIVITY_TYPES
+from projections.xp import level_for, xp_for
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+ZONES = [None, "UTC", "America/Los_Angeles", "Asia/Tokyo", "Pacific/Kiritimati", "No/Such_Zone"]
+
+
+def ev(
+    event_type: str,
+    minutes: int,
+    user: str = "u1",
+    tz: str | None = None,
+    event_id: str | None = None,
+    **props: Any,
+) -> Event:
+    return Event(
+        event_id or f"{event_type}-{minutes}-{user}",
+        event_type,
+        T0 + timedelta(minutes=minutes),
+        user,
+        tz,
+        props,
+    )
+
+
+# ---- pinned rules -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "rounded"),
+    [(0.5, 1), (1.5, 2), (2.5, 3), (84.5, 85), (84.49, 84), (0.49999999999999994, 0), (100, 100)],
+)
+def test_round_half_up_on_the_exact_value(value: float, rounded: int) -> None:
+    assert round_half_up(value) == rounded
+
+
+@pytest.mark.parametrize(
+    ("xp", "level"),
+    [
+        (0, 1),
+        (99, 1),
+        (100, 2),
+        (299, 2),
+        (300, 3),
+        (599, 3),
+        (600, 4),
+        (1000, 5),
+        (4500, 10),
+        (5500, 11),
+        (4499, 9),
+    ],
+)
+def test_level_thresholds(xp: int, level: int) -> None:
+    assert level_for(xp) == level
+
+
+@given(st.integers(0, 10**9))
+def test_level_is_the_highest_reached(xp: int) -> None:
+    level = level_for(xp)
+    assert 50 * level * (level - 1) <= xp < 50 * (level + 1) * level
+
+
+@pytest.mark.parametrize(
+    ("event_type", "props", "xp"),
+    [
+        ("lesson_completed", {}, 50),
+        ("quiz_completed", {"score": 84.5}, 85),
+        ("quiz_completed", {"score": 84.4999}, 84),
+        ("quiz_complete", {"correct_answers": 7, "total_questions": 8}, 88),  # 87.5 -> 88
+        ("quiz_complete", {"correct_answers": 1, "total_questions": 3}, 33),
+        ("quiz_complete", {"correct_answers": 2, "total_questions": 3}, 67),
+        ("quiz_complete", {"correct_answers": 1, "total_questions": 0}, 0),
+        ("question_submit", {"is_correct": True}, 10),
+        ("question_submit", {"is_correct": False}, 0),
+        ("material_complete", {}, 20),
+        ("session_completed", {}, 0),
+        ("quiz_completed", {}, 0),
+    ],
+)
+def test_xp_rules(event_type: str, props: dict[str, Any], xp: int) -> None:
+    assert xp_for(ev(event_type, 0, **props)) == xp
+
+
+def test_bkt_matches_the_formula() -> None:
+    p = bkt_update(0.2, True)
+    assert p == pytest.approx(0.18 / 0.34 + (1 - 0.18 / 0.34) * 0.1)
+    q = bkt_update(0.2, False)
+    assert q == pytest.approx(0.02 / (0.02 + 0.8 * 0.8) + (1 - 0.02 / 0.66) * 0.1)
+
+
+def test_concept_mastered_is_emitted_once_when_threshold_first_reached() -> None:
+    state, kinds = LearnerState(), []
+    for i, correct in enumerate([True] * 6 + [False, True, True]):
+        state, out = apply(state, ev("question_submit", i, topic_id="t", is_correct=correct))
+        kinds += [d for d in out if d.kind == "concept_mastered"]
+    assert len(kinds) == 1 and kinds[0].properties["mastery_probability"] >= 0.95
+    assert state.mastered == frozenset({"t"})
+
+
+def test_mode_progress_levels_every_three_sessions() -> None:
+    state = LearnerState()
+    for i in range(7):
+        state, _ = apply(
+            state, ev("session_completed", i, practice_mode_id="m", drills_completed=2, scores=[])
+        )
+    mode = summary(state, T0)["modes"]["m"]
+    assert mode == {
+        "current_level": 3,
+        "total_sessions": 7,
+        "total_drills_completed": 14,
+        "sessions_at_current_level": 1,
+    }
+
+
+def test_streak_uses_each_events_own_zone_and_survives_until_the_day_is_over() -> None:
+    # 23:30 in Los Angeles on Feb 28 is Mar 1 in UTC: the day counts as Feb 28
+    state = LearnerState()
+    for minutes, tz in [(-12 * 60 - 30, "America/Los_Angeles"), (24 * 60, None)]:
+        state, _ = apply(state, ev("lesson_completed", minutes, tz=tz))
+    days = sorted(date.fromordinal(d) for d in state.active_days)
+    assert days == [date(2026, 2, 28), date(2026, 3, 2)]
+    assert state.longest_streak == 1
+    # as of Mar 3 (UTC, the latest event's zone) yesterday was active: streak 1; Mar 4: 0
+    assert summary(state, datetime(2026, 3, 3, 23, 59, tzinfo=UTC))["current_streak"] == 1
+    assert summary(state, datetime(2026, 3, 4, 0, 0, tzinfo=UTC))["current_streak"] == 0
+
+
+def test_streak_derived_events() -> None:
+    state, kinds = LearnerState(), []
+    for day in [0, 1, 2, 5, 6]:
+        state, out = apply(state, ev("lesson_completed", day * 24 * 60))
+        kinds += [
+            (d.kind, d.properties["old_streak"], d.properties["new_streak"])
+            for d in out
+            if d.kind.startswith("streak")
+        ]
+    assert kinds == [
+        ("streak_continued", 0, 1),
+        ("streak_continued", 1, 2),
+        ("streak_continued", 2, 3),
+        ("streak_broken", 3, 1),
+        ("streak_continued", 1, 2),
+    ]
+
+
+def test_blind_spots_window_ties_and_names() -> None:
+    def attempt(days_ago: float, drill: str, score: float, name: str = "n") -> DrillAttempt:
+        return DrillAttempt(T0 - timedelta(days=days_ago), f"e{days_ago}", drill, name, score)
+
+    attempts = [
+        attempt(31, "a", 0),
+        attempt(30, "b", 50),
+        attempt(1, "b", 70, "B new"),
+        attempt(2, "c", 60),
+        attempt(3, "d", 60),
+        attempt(0, "e", 99),
+        attempt(-1, "f", 1),
+    ]
+    assert blind_spots(attempts, T0) == [
+        {"drill_id": "b", "drill_name": "B new", "avg_score": 60.0, "attempts": 2},
+        {"drill_id": "c", "drill_name": "n", "avg_score": 60.0, "attempts": 1},
+        {"drill_id": "d", "drill_name": "n", "avg_score": 60.0, "attempts": 1},
+    ]
+
+
+# ---- arrival-order independence, against plainly written oracles ------------------
+
+EVENT_TYPES = sorted(ACTIVITY_TYPES | {"page_view", "session_started", "achievement_unlocked"})
+
+
+@st.composite
+def logs(draw: st.DrawFn) -> list[Event]:
+    count = draw(st.integers(0, 40))
+    events = []
+    for i in range(count):
+        event_type = draw(st.sampled_from(EVENT_TYPES))
+        props: dict[str, Any] = {}
+        if event_type == "quiz_completed":
+            props["score"] = draw(st.floats(0, 100))
+        elif event_type == "quiz_complete":
+            total = draw(st.integers(1, 20))
+            props.update(total_questions=total, correct_answers=draw(st.integers(0, total)))
+        elif event_type == "question_submit":
+            props.update(
+                topic_id=draw(st.sampled_from(["t1", "t2"])), is_correct=draw(st.booleans())
+            )
+        elif event_type == "session_completed":
+            props.update(
+                practice_mode_id=draw(st.sampled_from(["m1", "m2"])),
+                drills_completed=draw(st.integers(0, 5)),
+                scores=draw(
+                    st.lists(
+                        st.fixed_dictionaries(
+                            {
+                                "drill_id": st.sampled_from(["d1", "d2", "d3", "d4"]),
+                                "drill_name": st.just("Drill"),
+                                "score": st.floats(0, 100),
+                            }
+                        ),
+                        max_size=3,
+                    )
+                ),
+            )
+        minutes = draw(st.integers(-60 * 24 * 45, 0))
+        events.append(
+            Event(
+                f"e{i}",
+                event_type,
+                T0 + timedelta(minutes=minutes),
+                draw(st.sampled_from(["u1", "u2"])),
+                draw(st.sampled_from(ZONES)),
+                props,
+            )
+        )
+    duplicates = draw(st.lists(st.sampled_from(events), max_size=10)) if events else []
+    return events + duplicates
+
+
+def order_free(view: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in view.items() if k not in ("mastery", "mastered")}
+
+
+def views(events: list[Event], as_of: datetime) -> dict[str, dict[str, Any]]:
+    return {u: order_free(summary(s, as_of)) for u, s in fold_log(events).learners.items()}
+
+
+@settings(max_examples=200)
+@given(logs(), st.randoms(use_true_random=False), st.integers(0, 60 * 24 * 3))
+def test_state_does_not_depend_on_arrival_order(log: list[Event], rng: Any, later: int) -> None:
+    as_of = T0 + timedelta(minutes=later)
+    shuffled = list(log)
+    rng.shuffle(shuffled)
+    assert views(shuffled, as_of) == views(log, as_of)
+
+
+def oracle(events: list[Event], user: str, as_of: datetime) -> dict[str, Any]:
+    """The rules computed directly from the deduplicated set, no incremental state."""
+    unique = {e.event_id: e for e in events}.values()
+    mine = [e for e in unique if e.user_id == user]
+    xp = sum(xp_for(e) for e in mine)
+    days = {e.local_date for e in mine if e.event_type in ACTIVITY_TYPES}
+    ordinals = sorted(d.toordinal() for d in days)
+    longest = run = 0
+    for i, d in enumerate(ordinals):
+        run = run + 1 if i and ordinals[i - 1] == d - 1 else 1
+        longest = max(longest, run)
+    latest = max(mine, key=lambda e: (e.timestamp, e.event_id))
+    today_date = as_of.astimezone(zone(latest.timezone)).date()
+    current = 0
+    cursor = today_date if today_date in days else today_date - timedelta(days=1)
+    while cursor in days:
+        current, cursor = current + 1, cursor - timedelta(days=1)
+    sessions = [e for e in mine if e.event_type == "session_completed"]
+    modes = {}
+    for mode in {e.properties["practice_mode_id"] for e in sessions}:
+        mode_sessions = [e for e in sessions if e.properties["practice_mode_id"] == mode]
+        n = len(mode_sessions)
+        modes[mode] = {
+            "current_level": 1 + n // 3,
+            "total_sessions": n,
+            "total_drills_completed": sum(e.properties["drills_completed"] for e in mode_sessions),
+            "sessions_at_current_level": n % 3,
+        }
+    scores: dict[str, list[float]] = {}
+    for e in sessions:
+        if as_of - timedelta(days=30) <= e.timestamp <= as_of:
+            for s in e.properties["scores"]:
+                scores.setdefault(s["drill_id"], []).append(s["score"])
+    spots = sorted(((math.fsum(v) / len(v), d, len(v)) for d, v in scores.items()))[:3]
+    return {
+        "xp": xp,
+        "level": level_for(xp),
+        "current_streak": current,
+        "longest_streak": longest,
+        "blind_spots": [
+            {"drill_id": d, "drill_name": "Drill", "avg_score": a, "attempts": n}
+            for a, d, n in spots
+        ],
+        "modes": dict(sorted(modes.items())),
+    }
+
+
+@settings(max_examples=200)
+@given(logs(), st.integers(0, 60 * 24 * 3))
+def test_fold_matches_the_oracle(log: list[Event], later: int) -> None:
+    as_of = T0 + timedelta(minutes=later)
+    folded = views(log, as_of)
+    assert folded == {u: oracle(log, u, as_of) for u in folded}
+
+
+@given(logs())
+def test_state_survives_its_json_form(log: list[Event]) -> None:
+    for state in fold_log(log).learners.values():
+        assert from_json(json.loads(json.dumps(to_json(state)))) == state
+
+
+# ---- the CLI contract ---------------------------------------------------------------
+
+
+def test_cli_reports_bad_lines_and_defaults_as_of_to_the_latest_event(tmp_path: Any) -> None:
+    lines = [
+        {
+            "event_id": "a",
+            "event_type": "lesson_completed",
+            "timestamp": "2026-01-01T10:00:00Z",
+            "user_id": "ada",
+            "properties": {},
+        },
+        "not json",
+        {"event_id": "b", "event_type": "lesson_completed", "timestamp": "2026-01-02T10:00:00Z"},
+        {
+            "event_id": "a",
+            "event_type": "lesson_completed",
+            "timestamp": "2026-01-01T10:00:00Z",
+            "user_id": "ada",
+            "properties": {},
+        },
+        {
+            "event_id": "c",
+            "event_type": "page_view",
+            "timestamp": "2026-01-05T10:00:00+02:00",
+            "user_id": "bob",
+        },
+    ]
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "projections", "fold", "--input", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stderr.splitlines() == [
+        "line 2: not JSON (Expecting value: line 1 column 1 (char 0)); skipped",
+        "line 3: missing user_id; skipped",
+    ]
+    users = json.loads(done.stdout)["users"]
+    assert users["ada"]["xp"] == 50
+    assert users["ada"]["current_streak"] == 0  # as of Jan 5, the last active day was Jan 1
+    assert users["bob"] == {
+        "xp": 0,
+        "level": 1,
+        "current_streak": 0,
+        "longest_streak": 0,
+        "mastery": {},
+        "mastered": [],
+        "blind_spots": [],
+        "modes": {},
+    }
+
+
+def test_cli_as_of() -> None:
+    line = json.dumps(
+        {
+            "event_id": "a",
+            "event_type": "question_submit",
+            "user_id": "ada",
+            "timestamp": "2026-01-01T10:00:00Z",
+            "properties": {"topic_id": "t", "is_correct": True},
+        }
+    )
+    errors = io.StringIO()
+    doc = fold_file(io.StringIO(line), datetime(2026, 1, 2, 23, 0, tzinfo=UTC), errors)
+    assert doc["users"]["ada"]["current_streak"] == 1
+    assert doc["users"]["ada"]["mastery"] == {"t": pytest.approx(0.576470588)}
+    assert errors.getvalue() == ""

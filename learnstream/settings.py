@@ -15,6 +15,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LEARNSTREAM_", frozen=True)
 
+    environment: str = Field(
+        default="development",
+        description="development | staging | production: drives sampling and debug events.",
+    )
     log_level: str = Field(default="INFO", description="Log level for every service.")
     data_dir: Path = Field(
         default=Path(".data"),
@@ -52,6 +56,12 @@ class Settings(BaseSettings):
     collector_port: int = Field(default=8080, description="Collector HTTP port.")
     publish_timeout_s: float = Field(
         default=5.0, gt=0, description="Upper bound on waiting for a Kafka ack before 503."
+    )
+
+    # Processors
+    sample_rate_overrides: dict[str, float] = Field(
+        default_factory=dict,
+        description='Sample rates per event type over the seed defaults: {"page_view": 0.05}.',
     )
 
     # Sink and its query endpoint

@@ -22,7 +22,12 @@ log = logging.getLogger(__name__)
 EVENTS_RAW = "events.raw"
 EVENTS_CLEAN = "events.clean"
 EVENTS_INVALID = "events.invalid"
+EVENTS_DERIVED = "events.derived"
 PROJECTIONS_XP = "projections.xp"
+PROJECTIONS_USER_PROGRESS = "projections.user_progress"
+PROJECTIONS_TOPIC_MASTERY = "projections.topic_mastery"
+PROJECTIONS_MODE_PROGRESS = "projections.mode_progress"
+PROJECTIONS_BLIND_SPOTS = "projections.blind_spots"
 
 _COMPACTED = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
 _KEEP_FOREVER = {"retention.ms": "-1"}
@@ -39,7 +44,12 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
     TopicSpec(EVENTS_RAW, _KEEP_FOREVER),
     TopicSpec(EVENTS_CLEAN),
     TopicSpec(EVENTS_INVALID, _KEEP_FOREVER),
+    TopicSpec(EVENTS_DERIVED, _KEEP_FOREVER),
     TopicSpec(PROJECTIONS_XP, _COMPACTED),
+    TopicSpec(PROJECTIONS_USER_PROGRESS, _COMPACTED),
+    TopicSpec(PROJECTIONS_TOPIC_MASTERY, _COMPACTED),
+    TopicSpec(PROJECTIONS_MODE_PROGRESS, _COMPACTED),
+    TopicSpec(PROJECTIONS_BLIND_SPOTS, _COMPACTED),
 )
 
 

@@ -1,7 +1,9 @@
-"""The Faust application: events.raw -> dedup -> events.clean, and XP per learner.
+"""The Faust application: events.raw -> dedup, consent, sampling -> events.clean, and the
+learner folds -> events.derived + compacted projection topics.
 
-Agents stay thin: decisions live in ``processors.delivery`` and business rules in
-``projections``. Table values are small JSON dicts (Faust's default table codec).
+Agents stay thin: decisions live in ``processors.delivery`` / ``sampling`` / ``consent``,
+business rules in ``projections``, record shapes in ``processors.outputs``.
+Table values are small JSON dicts (Faust's default table codec).
 """
 
 from __future__ import annotations
@@ -15,18 +17,43 @@ import mode
 from fastavro import parse_schema
 
 from learnstream.settings import Settings
-from learnstream.topics import EVENTS_CLEAN, EVENTS_INVALID, EVENTS_RAW, PROJECTIONS_XP
+from learnstream.topics import (
+    EVENTS_CLEAN,
+    EVENTS_DERIVED,
+    EVENTS_INVALID,
+    EVENTS_RAW,
+    PROJECTIONS_BLIND_SPOTS,
+    PROJECTIONS_MODE_PROGRESS,
+    PROJECTIONS_TOPIC_MASTERY,
+    PROJECTIONS_USER_PROGRESS,
+    PROJECTIONS_XP,
+)
+from processors import outputs
+from processors.consent import CONSENT_EVENT, allowed, updated_consent
 from processors.delivery import Position, Seen, already_applied, classify
+from processors.sampling import keeps, sample_rate
 from projections.events import Event
-from projections.xp import XpState, apply_xp
-from schemas.catalog import load_named_schema
+from projections.learner import LearnerState, apply, from_json, to_json
+from schemas.catalog import EventCatalog, load_named_schema
 from schemas.codec import decode, encode
 from schemas.registry import SchemaRegistry
 
 log = logging.getLogger(__name__)
 
-USER_XP_SCHEMA = load_named_schema("projections/user_xp.avsc")
-USER_XP_SUBJECT = "learnstream.projections.UserXp"
+
+class _Projection:
+    """One Avro-encoded projection record type and the topic it is published on."""
+
+    def __init__(
+        self, app: faust.App, topic: str, schema_file: str, registry: SchemaRegistry
+    ) -> None:
+        schema = load_named_schema(schema_file)
+        self.topic = _raw_topic(app, topic)
+        self.schema_id = registry.id_for(f"{schema['namespace']}.{schema['name']}", schema)
+        self.parsed = parse_schema(dict(schema))
+
+    async def publish(self, key: str, record: dict[str, Any]) -> None:
+        await self.topic.send(key=key.encode(), value=encode(self.schema_id, self.parsed, record))
 
 
 def _raw_topic(app: faust.App, name: str) -> Any:
@@ -35,7 +62,7 @@ def _raw_topic(app: faust.App, name: str) -> Any:
     )
 
 
-def create_app(settings: Settings, registry: SchemaRegistry) -> faust.App:
+def create_app(settings: Settings, registry: SchemaRegistry, catalog: EventCatalog) -> faust.App:
     app = faust.App(
         settings.topic("learnstream-processors"),
         broker=f"kafka://{settings.kafka_bootstrap}",
@@ -54,39 +81,88 @@ def create_app(settings: Settings, registry: SchemaRegistry) -> faust.App:
     raw_topic = _raw_topic(app, settings.topic(EVENTS_RAW))
     clean_topic = _raw_topic(app, settings.topic(EVENTS_CLEAN))
     invalid_topic = _raw_topic(app, settings.topic(EVENTS_INVALID))
-    xp_topic = _raw_topic(app, settings.topic(PROJECTIONS_XP))
+    derived_topic = _raw_topic(app, settings.topic(EVENTS_DERIVED))
+    xp = _Projection(app, settings.topic(PROJECTIONS_XP), "projections/user_xp.avsc", registry)
+    progress = _Projection(
+        app, settings.topic(PROJECTIONS_USER_PROGRESS), "projections/user_progress.avsc", registry
+    )
+    mastery = _Projection(
+        app, settings.topic(PROJECTIONS_TOPIC_MASTERY), "projections/topic_mastery.avsc", registry
+    )
+    modes = _Projection(
+        app, settings.topic(PROJECTIONS_MODE_PROGRESS), "projections/mode_progress.avsc", registry
+    )
+    spots = _Projection(
+        app, settings.topic(PROJECTIONS_BLIND_SPOTS), "projections/blind_spots.avsc", registry
+    )
 
+    partitions = settings.topic_partitions
     # event_id -> position of the message that first carried it
-    first_seen = app.Table("dedup-first-seen", default=None, partitions=settings.topic_partitions)
-    # user_id -> {"xp", "n", "applied": position of the last applied message}
-    user_xp = app.Table("user-xp", default=None, partitions=settings.topic_partitions)
-    xp_schema_id = registry.id_for(USER_XP_SUBJECT, USER_XP_SCHEMA)
-    xp_parsed = parse_schema(dict(USER_XP_SCHEMA))
+    first_seen = app.Table("dedup-first-seen", default=None, partitions=partitions)
+    # user_id -> {"state", "applied": position, "derived": outputs of that message}
+    learners = app.Table("learners", default=None, partitions=partitions)
+    # user_id -> {category: granted}
+    consents = app.Table("consent", default=None, partitions=partitions)
+    counters = {"duplicates": 0, "sampled_out": 0, "consent_filtered": 0}
 
-    async def publish_xp(user_id: str, state: XpState) -> None:
-        value = encode(
-            xp_schema_id,
-            xp_parsed,
-            {"user_id": user_id, "xp": state.xp, "events_applied": state.events_applied},
+    async def publish_learner(
+        event: Event, datum: dict[str, Any], state: LearnerState, derived: list[dict[str, Any]]
+    ) -> None:
+        user = event.user_id
+        assert user is not None
+        for item in derived:
+            d = outputs.derived_from_json(item)
+            record = outputs.derived_datum(catalog, d, datum)
+            kind = catalog[d.kind]
+            await derived_topic.send(
+                key=user.encode(),
+                value=encode(registry.id_for(kind.subject, kind.schema), kind.parsed, record),
+            )
+        # Snapshots are re-sent on redelivery too: they may not have gone out before a
+        # crash, and on a compacted topic sending the same snapshot twice is harmless.
+        await xp.publish(
+            user, {"user_id": user, "xp": state.xp, "events_applied": state.events_applied}
         )
-        await xp_topic.send(key=user_id.encode(), value=value)
+        await progress.publish(user, outputs.user_progress(user, state))
+        topic = event.properties.get("topic_id")
+        if (
+            event.event_type == "question_submit"
+            and topic is not None
+            and str(topic) in state.mastery
+        ):
+            await mastery.publish(f"{user}:{topic}", outputs.topic_mastery(user, str(topic), state))
+        if event.event_type == "session_completed":
+            mode_id = event.properties.get("practice_mode_id")
+            if mode_id is not None:
+                await modes.publish(
+                    f"{user}:{mode_id}", outputs.mode_progress(user, str(mode_id), state)
+                )
+            await spots.publish(user, outputs.learner_blind_spots(user, state))
 
-    async def fold_xp(event: Event, here: Position) -> None:
-        if event.user_id is None:
-            return
-        stored = user_xp.get(event.user_id)
-        state = XpState(stored["xp"], stored["n"]) if stored else XpState()
+    async def fold_learner(event: Event, datum: dict[str, Any], here: Position) -> None:
+        assert event.user_id is not None
+        stored = learners.get(event.user_id)
+        state = from_json(stored["state"]) if stored else LearnerState()
         applied = Position.from_json(stored["applied"]) if stored else None
-        if not already_applied(applied, here):
-            state, _ = apply_xp(state, event)
-            user_xp[event.user_id] = {
-                "xp": state.xp,
-                "n": state.events_applied,
+        if stored and already_applied(applied, here):
+            derived = stored["derived"]  # the same outputs again: ids make them idempotent
+        else:
+            state, produced = apply(state, event)
+            derived = [outputs.derived_to_json(d) for d in produced]
+            learners[event.user_id] = {
+                "state": to_json(state),
                 "applied": here.as_json(),
+                "derived": derived,
             }
-        # Re-sent on redelivery too: the snapshot may not have gone out before the crash,
-        # and a compacted topic of snapshots makes sending it twice harmless.
-        await publish_xp(event.user_id, state)
+        await publish_learner(event, datum, state, derived)
+
+    def consent_allows(event: Event, category: str) -> bool:
+        if event.user_id is None:
+            return True
+        consent = consents.get(event.user_id) or {}
+        if event.event_type == CONSENT_EVENT:
+            consents[event.user_id] = updated_consent(consent, event.properties)
+        return allowed(consent, event.event_type, category)
 
     @app.agent(raw_topic)
     async def process_raw(stream: faust.StreamT[bytes]) -> None:
@@ -96,6 +172,7 @@ def create_app(settings: Settings, registry: SchemaRegistry) -> faust.App:
             try:
                 datum = decode(registry, data)
                 event = Event.from_envelope(datum)
+                event_type = catalog[event.event_type]
             except Exception as exc:  # undecodable bytes must not stop the partition
                 log.error("undecodable message at %s: %r", here, exc)
                 await invalid_topic.send(value=_undecodable(data, here, exc))
@@ -103,12 +180,29 @@ def create_app(settings: Settings, registry: SchemaRegistry) -> faust.App:
             seen_at = first_seen.get(event.event_id)
             verdict = classify(Position.from_json(seen_at) if seen_at else None, here)
             if verdict is Seen.DUPLICATE:
-                log.info("duplicate event_id %s at %s dropped", event.event_id, here)
+                counters["duplicates"] += 1
                 continue
             if verdict is Seen.FIRST_TIME:
                 first_seen[event.event_id] = here.as_json()
+            rate = sample_rate(event_type, settings.environment, settings.sample_rate_overrides)
+            if not keeps(event.event_id, rate):
+                counters["sampled_out"] += 1
+                continue
+            if not consent_allows(event, event_type.category):
+                counters["consent_filtered"] += 1
+                continue
+            if rate < 1.0:
+                datum["sample_rate"] = rate
+                data = encode(
+                    registry.id_for(event_type.subject, event_type.schema), event_type.parsed, datum
+                )
             await clean_topic.send(key=message.key, value=data)
-            await fold_xp(event, here)
+            if event.user_id is not None:
+                await fold_learner(event, datum, here)
+
+    @app.timer(interval=60.0)  # type: ignore[untyped-decorator]
+    async def report_counters() -> None:
+        log.info("processor counters: %s", counters)
 
     return app
 

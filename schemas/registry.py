@@ -19,7 +19,13 @@ from fastavro.schema import to_parsing_canonical_form
 
 from schemas.catalog import EventCatalog, Schema, default_catalog, load_named_schema
 
-PROJECTION_SCHEMA_FILES = ("projections/user_xp.avsc",)
+PROJECTION_SCHEMA_FILES = (
+    "projections/user_xp.avsc",
+    "projections/user_progress.avsc",
+    "projections/topic_mastery.avsc",
+    "projections/mode_progress.avsc",
+    "projections/blind_spots.avsc",
+)
 
 
 class UnknownSchemaError(LookupError):

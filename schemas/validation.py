@@ -75,7 +75,13 @@ def parse_timestamp(text: str) -> datetime:
     parsed = datetime.fromisoformat(text)
     if parsed.tzinfo is None:
         raise ValueError("timestamp needs a UTC offset, e.g. 2025-01-27T14:30:45.123Z")
-    return parsed.astimezone(UTC)
+    return to_millis(parsed.astimezone(UTC))
+
+
+def to_millis(moment: datetime) -> datetime:
+    """Event time has millisecond resolution everywhere (Avro timestamp-millis, ClickHouse
+    DateTime64(3)); truncating at the edge keeps JSON and Avro readers in agreement."""
+    return moment.replace(microsecond=moment.microsecond - moment.microsecond % 1000)
 
 
 class _Converter:

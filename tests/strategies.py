@@ -68,7 +68,11 @@ def valid_events(draw: st.DrawFn, event_type: EventType, now: datetime) -> dict[
         "timestamp": moment.isoformat(),
         "user_id": draw(st.text(min_size=1, max_size=128)),
         "session_id": draw(st.text(min_size=1, max_size=128)),
-        "organization_id": draw(st.none() | st.text(max_size=128)),
+        "organization_id": draw(
+            st.text(min_size=1, max_size=128)
+            if "organization_id" in event_type.requires
+            else st.none() | st.text(max_size=128)
+        ),
         "device_info": {
             "timezone": draw(
                 st.none() | st.sampled_from(["UTC", "Europe/Berlin", "Asia/Kolkata", "Not/AZone"])

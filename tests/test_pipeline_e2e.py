@@ -7,6 +7,7 @@ launches them; the test talks to them only over HTTP and Kafka.
 from __future__ import annotations
 
 import json
+import random
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +19,21 @@ import pytest
 
 from devstack.services import ServiceGroup
 from learnstream.settings import Settings
-from learnstream.topics import EVENTS_INVALID, PROJECTIONS_XP
+from learnstream.topics import (
+    EVENTS_DERIVED,
+    EVENTS_INVALID,
+    PROJECTIONS_BLIND_SPOTS,
+    PROJECTIONS_MODE_PROGRESS,
+    PROJECTIONS_TOPIC_MASTERY,
+    PROJECTIONS_USER_PROGRESS,
+    PROJECTIONS_XP,
+)
+from processors import outputs
+from processors.sampling import keeps, sample_rate
+from projections.blind_spots import blind_spots
+from projections.events import Event
+from projections.fold import fold_log
+from schemas.catalog import default_catalog
 from schemas.codec import decode
 from schemas.registry import FileSchemaRegistry
 from tests.conftest import settings_env
@@ -147,3 +162,136 @@ def test_events_flow_from_http_to_clickhouse_and_xp_projection(
     assert dead[0]["errors"] == [
         {"field": "properties.score", "message": "must be <= 100, got 150.0"}
     ]
+
+
+def _generated_log(rng: random.Random, now: datetime) -> list[dict[str, Any]]:
+    """Several learners, every folded event type, out-of-order times, zones and duplicates."""
+    events: list[dict[str, Any]] = []
+    for i in range(160):
+        user = f"learner-{i % 4}"
+        kind = rng.choice(
+            [
+                "lesson_completed",
+                "quiz_completed",
+                "quiz_complete",
+                "question_submit",
+                "question_submit",
+                "material_complete",
+                "session_completed",
+                "page_view",
+            ]
+        )
+        props: dict[str, Any] = {
+            "lesson_completed": {"content_id": "l"},
+            "quiz_completed": {"content_id": "q", "score": round(rng.uniform(0, 100), 1)},
+            "quiz_complete": {
+                "quiz_id": "q",
+                "total_questions": 8,
+                "correct_answers": rng.randint(0, 8),
+            },
+            "question_submit": {
+                "question_id": "x",
+                "topic_id": rng.choice(["alg", "geo"]),
+                "is_correct": rng.random() < 0.7,
+            },
+            "material_complete": {"material_id": "m"},
+            "session_completed": {
+                "practice_mode_id": rng.choice(["m1", "m2"]),
+                "drills_completed": rng.randint(0, 4),
+                "total_duration": 60,
+                "scores": [
+                    {
+                        "drill_id": rng.choice(["d1", "d2", "d3", "d4"]),
+                        "drill_name": "Drill",
+                        "score": rng.randint(0, 100),
+                    }
+                ],
+            },
+            "page_view": {},
+        }[kind]
+        moment = now - timedelta(hours=rng.randint(0, 24 * 20))
+        events.append(
+            {
+                "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                "event_type": kind,
+                "timestamp": moment.isoformat(),
+                "user_id": user,
+                "device_info": {"timezone": rng.choice(["UTC", "America/New_York", "Asia/Tokyo"])},
+                "properties": props,
+            }
+        )
+    events += [dict(e) for e in rng.sample(events, 25)]  # apps retrying
+    return events
+
+
+def _latest_by_key(settings: Settings, topic: str) -> dict[str, dict[str, Any]]:
+    registry = FileSchemaRegistry.from_files()
+    latest = {}
+    for message in read_all(settings.kafka_bootstrap, settings.topic(topic)):
+        latest[message.key.decode()] = decode(registry, message.value)
+    return latest
+
+
+def test_live_projections_equal_the_fold_of_the_same_log(
+    settings: Settings, pipeline: ServiceGroup
+) -> None:
+    log = _generated_log(random.Random(7), datetime.now(UTC))
+    with httpx.Client(base_url=settings.collector_url, timeout=10) as client:
+        for event in log:
+            assert client.post("/v1/events", json=event).status_code == 202
+
+    # page_view is sampled at 1 % (seed 004): fold what the sampler keeps, as live does
+    catalog = default_catalog()
+    kept = [
+        e
+        for e in log
+        if keeps(e["event_id"], sample_rate(catalog[e["event_type"]], "development", {}))
+    ]
+    assert len(kept) < len(log)
+    folded = fold_log(Event.from_envelope(e) for e in kept).learners
+    expected_progress = {u: outputs.user_progress(u, s) for u, s in folded.items()}
+
+    def progress_caught_up() -> dict[str, dict[str, Any]] | None:
+        latest = _latest_by_key(settings, PROJECTIONS_USER_PROGRESS)
+        done = all(
+            latest.get(u, {}).get("events_applied") == s.events_applied for u, s in folded.items()
+        )
+        return latest if done else None
+
+    progress = _wait_until(progress_caught_up, ARRIVAL_TIMEOUT_S, "user progress", pipeline)
+    assert progress == expected_progress
+
+    mastery = _latest_by_key(settings, PROJECTIONS_TOPIC_MASTERY)
+    assert {k: (v["p_mastery"], v["mastered"]) for k, v in mastery.items()} == {
+        f"{u}:{t}": (p, t in s.mastered) for u, s in folded.items() for t, p in s.mastery.items()
+    }
+    modes = _latest_by_key(settings, PROJECTIONS_MODE_PROGRESS)
+    assert {
+        k: {f: v[f] for f in v if f not in ("user_id", "practice_mode_id", "events_applied")}
+        for k, v in modes.items()
+    } == {
+        f"{u}:{m}": {
+            "current_level": p.current_level,
+            "total_sessions": p.total_sessions,
+            "total_drills_completed": p.total_drills_completed,
+            "sessions_at_current_level": p.sessions_at_current_level,
+        }
+        for u, s in folded.items()
+        for m, p in s.modes.items()
+    }
+    for user, published in _latest_by_key(settings, PROJECTIONS_BLIND_SPOTS).items():
+        assert published["blind_spots"] == [
+            {**spot, "drill_name": spot["drill_name"]}
+            for spot in blind_spots(folded[user].drill_attempts, published["as_of"])
+        ]
+
+    derived = [
+        decode(FileSchemaRegistry.from_files(), m.value)
+        for m in read_all(settings.kafka_bootstrap, settings.topic(EVENTS_DERIVED))
+    ]
+    xp_awards: dict[str, int] = {}
+    for d in derived:
+        if d["event_type"] == "xp_earned":
+            xp_awards[d["user_id"]] = xp_awards.get(d["user_id"], 0) + d["properties"]["xp_amount"]
+    assert xp_awards == {u: s.xp for u, s in folded.items() if s.xp}
+    assert len({str(d["event_id"]) for d in derived}) == len(derived)

@@ -1,0 +1,156 @@
+"""Nothing lost, nothing counted twice: the processors worker is SIGKILLed at random
+points while it works through a large log, restarted each time, and the projections
+it finally publishes must equal the fold of the deduplicated log exactly."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from devstack.services import ServiceGroup
+from learnstream.settings import Settings
+from learnstream.topics import EVENTS_RAW, PROJECTIONS_USER_PROGRESS
+from processors import outputs
+from projections.events import Event
+from projections.fold import fold_log
+from schemas.catalog import default_catalog
+from schemas.codec import decode, encode
+from schemas.registry import FileSchemaRegistry
+from schemas.validation import Accepted, validate_event
+from tests.conftest import settings_env
+from tests.kafka_read import read_all
+
+EVENT_COUNT = int(os.environ.get("LEARNSTREAM_CRASH_EVENTS", "50000"))
+KILLS = 5
+CATALOG = default_catalog()
+REGISTRY = FileSchemaRegistry.from_files(CATALOG)
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+def generated(rng: random.Random) -> list[dict[str, Any]]:
+    events = []
+    for _ in range(EVENT_COUNT):
+        kind = rng.choice(
+            [
+                "lesson_completed",
+                "quiz_completed",
+                "question_submit",
+                "material_complete",
+                "session_completed",
+            ]
+        )
+        props: dict[str, Any] = {
+            "lesson_completed": {"content_id": "l"},
+            "quiz_completed": {"content_id": "q", "score": rng.randint(0, 100)},
+            "question_submit": {
+                "question_id": "x",
+                "topic_id": rng.choice(["a", "b", "c"]),
+                "is_correct": rng.random() < 0.6,
+            },
+            "material_complete": {"material_id": "m"},
+            "session_completed": {
+                "practice_mode_id": "m1",
+                "drills_completed": 2,
+                "total_duration": 30,
+                "scores": [
+                    {
+                        "drill_id": rng.choice(["d1", "d2", "d3", "d4"]),
+                        "drill_name": "D",
+                        "score": rng.randint(0, 100),
+                    }
+                ],
+            },
+        }[kind]
+        events.append(
+            {
+                "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                "event_type": kind,
+                "timestamp": (NOW - timedelta(minutes=rng.randint(0, 60 * 24 * 60))).isoformat(),
+                "user_id": f"u{rng.randint(0, 199)}",
+                "device_info": {"timezone": rng.choice(["UTC", "Europe/Paris", "America/Chicago"])},
+                "properties": props,
+            }
+        )
+    events += [dict(e) for e in rng.sample(events, EVENT_COUNT // 20)]  # retried sends
+    rng.shuffle(events)
+    return events
+
+
+async def produce(settings: Settings, events: list[dict[str, Any]]) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=20,
+    )
+    await producer.start()
+    try:
+        for event in events:
+            outcome = validate_event(CATALOG, event, NOW)
+            assert isinstance(outcome, Accepted)
+            kind = outcome.event_type
+            value = encode(REGISTRY.id_for(kind.subject, kind.schema), kind.parsed, outcome.datum)
+            await producer.send(settings.topic(EVENTS_RAW), value, key=event["user_id"].encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def published_progress(settings: Settings) -> dict[str, dict[str, Any]]:
+    latest = {}
+    for message in read_all(settings.kafka_bootstrap, settings.topic(PROJECTIONS_USER_PROGRESS)):
+        latest[message.key.decode()] = decode(REGISTRY, message.value)
+    return latest
+
+
+def run_with_kills(
+    settings: Settings, worker_log: Any, expected: dict[str, dict[str, Any]], rng: random.Random
+) -> int:
+    """Kill the worker KILLS times mid-flight, then let it finish; returns the kill count."""
+    group = ServiceGroup(env=settings_env(settings), out=worker_log)
+    kills = 0
+    deadline = time.monotonic() + 900
+    try:
+        group.start("processors")
+        while kills < KILLS:
+            time.sleep(rng.uniform(6, 14))  # start-up, recovery and some progress
+            group.kill("processors")
+            kills += 1
+            group.start("processors")
+        while time.monotonic() < deadline:
+            progress = published_progress(settings)
+            caught_up = [
+                u
+                for u, p in progress.items()
+                if p["events_applied"] >= expected.get(u, {}).get("events_applied", 0)
+            ]
+            if len(caught_up) == len(expected):
+                break
+            assert not group.exited(), "processors died on their own"
+            time.sleep(2)
+    finally:
+        group.stop_all()
+    return kills
+
+
+def test_sigkilled_worker_restarts_to_exactly_the_fold(settings: Settings) -> None:
+    rng = random.Random(2026)
+    events = generated(rng)
+    expected = {
+        u: outputs.user_progress(u, s)
+        for u, s in fold_log(Event.from_envelope(e) for e in events).learners.items()
+    }
+    asyncio.run(produce(settings, events))
+
+    log_path = os.environ.get("LEARNSTREAM_CRASH_LOG", os.devnull)
+    with open(log_path, "a") as worker_log:
+        kills = run_with_kills(settings, worker_log, expected, rng)
+    assert kills == KILLS
+    assert published_progress(settings) == expected  # no double XP, no lost day

@@ -40,5 +40,8 @@ kafka-up: $(STAMP)
 kafka-down: $(STAMP)
 	$(PY) -m devstack kafka stop
 
+bench: $(STAMP)
+	$(PY) -m bench
+
 clean:
 	rm -rf .data

@@ -46,10 +46,28 @@ def fingerprint_id(schema: Schema) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
+class _IdMemo:
+    """Ids already resolved, by schema object. Fingerprinting a schema (parse plus
+    canonical form) costs ~0.2 ms, too much per event; the held reference keeps the
+    object alive, so its id() cannot be reused by another schema."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[str, int], tuple[Schema, int]] = {}
+
+    def get(self, subject: str, schema: Schema) -> int | None:
+        found = self._known.get((subject, id(schema)))
+        return found[1] if found is not None and found[0] is schema else None
+
+    def put(self, subject: str, schema: Schema, schema_id: int) -> int:
+        self._known[(subject, id(schema))] = (schema, schema_id)
+        return schema_id
+
+
 class FileSchemaRegistry:
     """Every schema under ``schemas/avro``; ids are canonical-form fingerprints."""
 
     def __init__(self, schemas: list[Schema]) -> None:
+        self._memo = _IdMemo()
         self._by_id: dict[int, Any] = {}
         self._canonical_by_id: dict[int, str] = {}
         for schema in schemas:
@@ -70,10 +88,13 @@ class FileSchemaRegistry:
         return cls(schemas)
 
     def id_for(self, subject: str, schema: Schema) -> int:
+        known = self._memo.get(subject, schema)
+        if known is not None:
+            return known
         schema_id = fingerprint_id(schema)
         if schema_id not in self._by_id:
             raise UnknownSchemaError(f"{subject}: schema is not among the files in schemas/avro")
-        return schema_id
+        return self._memo.put(subject, schema, schema_id)
 
     def parsed_by_id(self, schema_id: int) -> Any:
         try:
@@ -87,10 +108,14 @@ class ConfluentSchemaRegistry:
 
     def __init__(self, url: str, timeout_s: float = 5.0) -> None:
         self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s)
+        self._memo = _IdMemo()
         self._ids: dict[tuple[str, str], int] = {}
         self._parsed: dict[int, Any] = {}
 
     def id_for(self, subject: str, schema: Schema) -> int:
+        known = self._memo.get(subject, schema)
+        if known is not None:
+            return known
         text = json.dumps(schema, sort_keys=True)
         cached = self._ids.get((subject, text))
         if cached is not None:
@@ -104,7 +129,7 @@ class ConfluentSchemaRegistry:
         schema_id = int(response.json()["id"])
         self._ids[(subject, text)] = schema_id
         self._parsed[schema_id] = parse_schema(copy.deepcopy(schema))
-        return schema_id
+        return self._memo.put(subject, schema, schema_id)
 
     def parsed_by_id(self, schema_id: int) -> Any:
         cached = self._parsed.get(schema_id)

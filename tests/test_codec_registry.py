@@ -48,3 +48,14 @@ def test_bad_framing_is_named(data: bytes, reason: str) -> None:
         schema_id_of(data)
     with pytest.raises(FramingError):
         decode(FileSchemaRegistry.from_files(CATALOG), data)
+
+
+def test_memoised_ids_follow_the_schema_object_not_just_the_subject() -> None:
+    registry = FileSchemaRegistry.from_files(CATALOG)
+    quiz = CATALOG["quiz_completed"]
+    first = registry.id_for(quiz.subject, quiz.schema)
+    assert registry.id_for(quiz.subject, quiz.schema) == first
+    changed = copy.deepcopy(quiz.schema)
+    changed["fields"].append({"name": "extra", "type": "string"})
+    with pytest.raises(UnknownSchemaError):  # same subject, other content: not the memo's id
+        registry.id_for(quiz.subject, changed)

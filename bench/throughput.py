@@ -1,0 +1,140 @@
+"""Collector and processor throughput, each beside the raw aiokafka doing the same work."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from bench.stats import percentile
+from bench.workload import encoded
+from learnstream.settings import Settings
+from learnstream.topics import EVENTS_RAW
+
+CONCURRENCY = 32
+
+
+async def _bounded(items: list[Any], work: Any) -> list[float]:
+    """Run ``work(item)`` with CONCURRENCY in flight; returns per-call latencies."""
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    for item in items:
+        queue.put_nowait(item)
+    latencies: list[float] = []
+
+    async def worker() -> None:
+        while not queue.empty():
+            item = queue.get_nowait()
+            started = time.perf_counter()
+            await work(item)
+            latencies.append(time.perf_counter() - started)
+
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    return latencies
+
+
+async def raw_produce(bootstrap: str, topic: str, events: list[dict[str, Any]]) -> dict[str, float]:
+    """aiokafka alone: the same encoded records, same acks, same concurrency."""
+    records = [encoded(e) for e in events]
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=2
+    )
+    await producer.start()
+    try:
+        started = time.perf_counter()
+
+        async def send(record: tuple[bytes, bytes]) -> None:
+            await producer.send_and_wait(topic, record[1], key=record[0])
+
+        latencies = await _bounded(records, send)
+        elapsed = time.perf_counter() - started
+    finally:
+        await producer.stop()
+    return {
+        "events_per_s": len(records) / elapsed,
+        "p50_ms": percentile(latencies, 0.5) * 1e3,
+        "p99_ms": percentile(latencies, 0.99) * 1e3,
+    }
+
+
+async def collector_posts(url: str, events: list[dict[str, Any]]) -> dict[str, float]:
+    """The collector over HTTP: validate, enrich, encode, publish, 202 after the ack."""
+    limits = httpx.Limits(max_connections=CONCURRENCY)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+        started = time.perf_counter()
+
+        async def post(event: dict[str, Any]) -> None:
+            response = await client.post("/v1/events", json=event)
+            assert response.status_code == 202, response.text
+
+        latencies = await _bounded(events, post)
+        elapsed = time.perf_counter() - started
+    return {
+        "events_per_s": len(events) / elapsed,
+        "p50_ms": percentile(latencies, 0.5) * 1e3,
+        "p99_ms": percentile(latencies, 0.99) * 1e3,
+    }
+
+
+async def produce_all(bootstrap: str, topic: str, events: list[dict[str, Any]]) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=20
+    )
+    await producer.start()
+    try:
+        for key, value in (encoded(e) for e in events):
+            await producer.send(topic, value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def raw_consume_produce(bootstrap: str, source: str, sink: str, count: int) -> float:
+    """aiokafka alone: consume every record and produce one record for each; events/s."""
+    consumer = AIOKafkaConsumer(
+        source,
+        bootstrap_servers=bootstrap,
+        group_id=f"raw-{sink}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5
+    )
+    await consumer.start()
+    await producer.start()
+    try:
+        seen = 0
+        started = time.perf_counter()
+        while seen < count:
+            batch = await consumer.getmany(timeout_ms=1000)
+            for messages in batch.values():
+                for message in messages:
+                    await producer.send(sink, message.value, key=message.key)
+            seen += sum(len(m) for m in batch.values())
+            await producer.flush()
+            await consumer.commit()
+        return count / (time.perf_counter() - started)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+async def committed_total(settings: Settings, group: str) -> int:
+    """How many events.raw records a consumer group has committed past."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        partitions = [
+            TopicPartition(settings.topic(EVENTS_RAW), p) for p in range(settings.topic_partitions)
+        ]
+        total = 0
+        for tp in partitions:
+            total += await consumer.committed(tp) or 0
+        return total
+    finally:
+        await consumer.stop()

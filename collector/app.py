@@ -1,16 +1,18 @@
 """The collector's HTTP API.
 
 Accepted means durable: 202 is answered only after Kafka acknowledged the write.
-Rejected means explained and kept: 422 names each failing field, and the raw input
+Rejected means explained and kept: every failing field is named, and the raw input
 with the reasons is published to the dead-letter topic before answering.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -25,11 +27,13 @@ from learnstream.topics import EVENTS_INVALID, EVENTS_RAW
 from schemas.catalog import EventCatalog
 from schemas.codec import encode
 from schemas.registry import SchemaRegistry
-from schemas.validation import Accepted, FieldError, validate_event
+from schemas.validation import Accepted, FieldError, parse_timestamp, validate_event
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1_000_000
+MAX_BATCH_BODY_BYTES = 5_000_000
+MAX_BATCH_EVENTS = 500
 RETRY_AFTER_S = "5"
 Clock = Callable[[], datetime]
 
@@ -41,12 +45,28 @@ class Publisher(Protocol):
     async def is_ready(self) -> bool: ...
 
 
+@dataclass(frozen=True)
+class _Record:
+    """An accepted event, encoded and ready for events.raw."""
+
+    event_id: str
+    key: bytes
+    value: bytes
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, errors: tuple[FieldError, ...]) -> None:
+        super().__init__(errors)
+        self.status = status
+        self.errors = errors
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _errors_body(errors: tuple[FieldError, ...] | list[FieldError]) -> dict[str, Any]:
-    return {"errors": [{"field": e.field, "message": e.message} for e in errors]}
+def _errors(errors: tuple[FieldError, ...] | list[FieldError]) -> list[dict[str, str]]:
+    return [{"field": e.field, "message": e.message} for e in errors]
 
 
 def _unavailable(reason: str) -> JSONResponse:
@@ -80,38 +100,90 @@ def create_app(
     async def reject(raw: str, errors: tuple[FieldError, ...], received_at: datetime) -> None:
         await publisher.publish(invalid_topic, None, dead_letter(raw, errors, received_at))
 
+    def parse_json(request: Request, body: bytes, limit: int) -> Any:
+        """The parsed body, or a _BadRequest saying what is wrong with it."""
+        content_type = request.headers.get("content-type", "application/json")
+        if "json" not in content_type:
+            raise _BadRequest(415, (FieldError("(body)", f"must be JSON, not {content_type}"),))
+        if len(body) > limit:
+            raise _BadRequest(413, (FieldError("(body)", f"larger than {limit} bytes"),))
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise _BadRequest(400, (FieldError("(body)", f"is not valid JSON: {exc}"),)) from None
+
+    def prepare(payload: Any, received_at: datetime) -> _Record | tuple[FieldError, ...]:
+        outcome = validate_event(catalog, payload, received_at)
+        if not isinstance(outcome, Accepted):
+            return outcome.errors
+        event_type = outcome.event_type
+        datum = enrich(event_type, outcome.datum, received_at)
+        schema_id = registry.id_for(event_type.subject, event_type.schema)
+        return _Record(
+            datum["event_id"], partition_key(datum), encode(schema_id, event_type.parsed, datum)
+        )
+
+    async def publish_all(records: list[_Record]) -> None:
+        # all in flight at once; any failure fails the request, and the client's retry
+        # of the whole batch is safe because processors drop repeated event_ids
+        await asyncio.gather(*(publisher.publish(raw_topic, r.key, r.value) for r in records))
+
     @app.post("/v1/events", status_code=202)
     async def post_event(request: Request) -> JSONResponse:
         received_at = clock()
         body = await request.body()
         raw = body.decode("utf-8", errors="replace")
         try:
-            if len(body) > MAX_BODY_BYTES:
-                errors: tuple[FieldError, ...] = (
-                    FieldError("(body)", f"larger than {MAX_BODY_BYTES} bytes"),
-                )
-                await reject(raw[:10_000], errors, received_at)
-                return JSONResponse(_errors_body(errors), status_code=413)
+            payload = parse_json(request, body, MAX_BODY_BYTES)
+            prepared = prepare(payload, received_at)
+            if not isinstance(prepared, _Record):
+                await reject(raw, prepared, received_at)
+                return JSONResponse({"errors": _errors(prepared)}, status_code=422)
+            await publish_all([prepared])
+        except _BadRequest as bad:
             try:
-                payload = json.loads(body)
-            except ValueError as exc:
-                errors = (FieldError("(body)", f"is not valid JSON: {exc}"),)
-                await reject(raw, errors, received_at)
-                return JSONResponse(_errors_body(errors), status_code=400)
-            outcome = validate_event(catalog, payload, received_at)
-            if not isinstance(outcome, Accepted):
-                await reject(raw, outcome.errors, received_at)
-                return JSONResponse(_errors_body(outcome.errors), status_code=422)
-            event_type = outcome.event_type
-            datum = enrich(event_type, outcome.datum, received_at)
-            schema_id = registry.id_for(event_type.subject, event_type.schema)
-            await publisher.publish(
-                raw_topic, partition_key(datum), encode(schema_id, event_type.parsed, datum)
-            )
+                await reject(raw[:10_000], bad.errors, received_at)
+            except PublishUnavailable as exc:
+                return _unavailable(str(exc))
+            return JSONResponse({"errors": _errors(bad.errors)}, status_code=bad.status)
         except PublishUnavailable as exc:
             log.warning("publish failed: %s", exc)
             return _unavailable(str(exc))
-        return JSONResponse({"status": "accepted", "event_id": datum["event_id"]}, status_code=202)
+        return JSONResponse({"status": "accepted", "event_id": prepared.event_id}, status_code=202)
+
+    @app.post("/v1/events/batch", status_code=202)
+    async def post_batch(request: Request) -> JSONResponse:
+        """``{"sent_at": ..., "events": [...]}``: up to 500 events, accepted one by one."""
+        received_at = clock()
+        body = await request.body()
+        raw = body.decode("utf-8", errors="replace")
+        try:
+            payload = parse_json(request, body, MAX_BATCH_BODY_BYTES)
+            events, sent_at = _batch_shape(payload)
+            records: list[_Record] = []
+            rejected: list[dict[str, Any]] = []
+            for index, event in enumerate(events):
+                stamped = event
+                if sent_at is not None and isinstance(event, dict) and "sent_at" not in event:
+                    stamped = {**event, "sent_at": sent_at}
+                prepared = prepare(stamped, received_at)
+                if isinstance(prepared, _Record):
+                    records.append(prepared)
+                    continue
+                event_id = event.get("event_id") if isinstance(event, dict) else None
+                rejected.append({"index": index, "event_id": event_id, "errors": _errors(prepared)})
+                await reject(json.dumps(event), prepared, received_at)  # as the client sent it
+            await publish_all(records)
+        except _BadRequest as bad:
+            try:
+                await reject(raw[:10_000], bad.errors, received_at)
+            except PublishUnavailable as exc:
+                return _unavailable(str(exc))
+            return JSONResponse({"errors": _errors(bad.errors)}, status_code=bad.status)
+        except PublishUnavailable as exc:
+            log.warning("batch publish failed: %s", exc)
+            return _unavailable(str(exc))
+        return JSONResponse({"accepted": len(records), "rejected": rejected}, status_code=202)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -124,3 +196,28 @@ def create_app(
         return JSONResponse({"status": "kafka unreachable"}, status_code=503)
 
     return app
+
+
+def _batch_shape(payload: Any) -> tuple[list[Any], str | None]:
+    """The events list and batch-level sent_at, or a _BadRequest naming the problem."""
+    if not isinstance(payload, dict):
+        raise _BadRequest(422, (FieldError("(body)", "must be an object with 'events'"),))
+    events = payload.get("events")
+    if not isinstance(events, list):
+        raise _BadRequest(422, (FieldError("events", "is required and must be an array"),))
+    if len(events) > MAX_BATCH_EVENTS:
+        raise _BadRequest(413, (FieldError("events", f"more than {MAX_BATCH_EVENTS} events"),))
+    unknown = sorted(set(payload) - {"events", "sent_at"})
+    if unknown:
+        raise _BadRequest(422, tuple(FieldError(name, "unknown field") for name in unknown))
+    sent_at = payload.get("sent_at")
+    if sent_at is None:
+        return events, None
+    if not isinstance(sent_at, str):
+        raise _BadRequest(422, (FieldError("sent_at", "must be an ISO 8601 string"),))
+    try:
+        parse_timestamp(sent_at)
+    except ValueError as exc:
+        message = f"is not a valid timestamp: {exc}"
+        raise _BadRequest(422, (FieldError("sent_at", message),)) from None
+    return events, sent_at

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from collector.app import create_app
@@ -142,3 +143,60 @@ def test_one_example_of_every_event_type_lands_in_kafka(settings: Settings) -> N
         stored[str(datum["event_id"])] = datum["event_type"]
     assert stored == sent
     assert len(set(stored.values())) == len(CATALOG)
+
+
+def test_batch_accepts_what_is_valid_and_explains_each_rejection(settings: Settings) -> None:
+    good = [lesson(), lesson(user_id="bob")]
+    bad = lesson(properties={"content_id": "x", "extra": 1})
+    body = {"sent_at": "2026-11-23T11:59:58Z", "events": [good[0], bad, good[1], "nope"]}
+    with client_for(settings) as client:
+        response = client.post("/v1/events/batch", json=body)
+    assert response.status_code == 202
+    assert response.json() == {
+        "accepted": 2,
+        "rejected": [
+            {
+                "index": 1,
+                "event_id": bad["event_id"],
+                "errors": [{"field": "properties.extra", "message": "unknown field"}],
+            },
+            {
+                "index": 3,
+                "event_id": None,
+                "errors": [{"field": "(event)", "message": "must be an object, got string"}],
+            },
+        ],
+    }
+    raw = [
+        decode(REGISTRY, m.value)
+        for m in read_all(settings.kafka_bootstrap, settings.topic(EVENTS_RAW))
+    ]
+    assert sorted(str(d["event_id"]) for d in raw) == sorted(e["event_id"] for e in good)
+    assert {d["sent_at"] for d in raw} == {datetime(2026, 11, 23, 11, 59, 58, tzinfo=UTC)}
+    dead = read_all(settings.kafka_bootstrap, settings.topic(EVENTS_INVALID))
+    assert sorted(json.loads(m.value)["raw"] for m in dead) == sorted(
+        [json.dumps(bad), json.dumps("nope")]
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "field"),
+    [
+        ({"events": [lesson()] * 501}, {}, 413, "events"),
+        ({"events": "x"}, {}, 422, "events"),
+        ({"events": [], "extra": 1}, {}, 422, "extra"),
+        ({"events": [], "sent_at": "yesterday"}, {}, 422, "sent_at"),
+        ([], {}, 422, "(body)"),
+        ("events=1", {"content-type": "application/x-www-form-urlencoded"}, 415, "(body)"),
+    ],
+)
+def test_batch_shape_errors(
+    settings: Settings, body: Any, headers: dict[str, str], status: int, field: str
+) -> None:
+    with client_for(settings) as client:
+        if isinstance(body, str):
+            response = client.post("/v1/events/batch", content=body, headers=headers)
+        else:
+            response = client.post("/v1/events/batch", json=body)
+    assert response.status_code == status
+    assert response.json()["errors"][0]["field"] == field

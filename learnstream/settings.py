@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     )
 
     # Processors
+    dedup_window_hours: float = Field(
+        default=24.0, gt=0, description="A repeated event_id is dropped within this window."
+    )
     sample_rate_overrides: dict[str, float] = Field(
         default_factory=dict,
         description='Sample rates per event type over the seed defaults: {"page_view": 0.05}.',

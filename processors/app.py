@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import faust
@@ -30,6 +31,7 @@ from learnstream.topics import (
 )
 from processors import outputs
 from processors.consent import CONSENT_EVENT, allowed, updated_consent
+from processors.dedup_window import ExpiryQueue
 from processors.delivery import Position, Seen, already_applied, classify
 from processors.sampling import keeps, sample_rate
 from projections.events import Event
@@ -97,8 +99,26 @@ def create_app(settings: Settings, registry: SchemaRegistry, catalog: EventCatal
     )
 
     partitions = settings.topic_partitions
-    # event_id -> position of the message that first carried it
+    # event_id -> {"p", "o": position of the message that first carried it, "t": its arrival}
     first_seen = app.Table("dedup-first-seen", default=None, partitions=partitions)
+    expiry = ExpiryQueue(window_ms=int(settings.dedup_window_hours * 3600 * 1000))
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_revoked(sender: Any, revoked: Any = (), **kwargs: Any) -> None:
+        for tp in revoked:
+            expiry.forget_partition(tp.partition)
+
+    def forget_expired(partition: int, now_ms: int) -> None:
+        if not expiry.knows(partition):  # first record since (re)assignment: what's held?
+            expiry.rebuild(
+                partition,
+                ((eid, int(v["t"])) for eid, v in first_seen.items() if v and v["p"] == partition),
+            )
+        for event_id, arrived in expiry.expired(partition, now_ms):
+            held = first_seen.get(event_id)
+            if held is not None and int(held["t"]) == arrived:
+                del first_seen[event_id]  # in-stream: the changelog gets a tombstone
+
     # user_id -> {"state", "applied": position, "derived": outputs of that message}
     learners = app.Table("learners", default=None, partitions=partitions)
     # user_id -> {category: granted}
@@ -175,15 +195,19 @@ def create_app(settings: Settings, registry: SchemaRegistry, catalog: EventCatal
                 event_type = catalog[event.event_type]
             except Exception as exc:  # undecodable bytes must not stop the partition
                 log.error("undecodable message at %s: %r", here, exc)
-                await invalid_topic.send(value=_undecodable(data, here, exc))
+                received_s = message.message.timestamp
+                await invalid_topic.send(value=_undecodable(data, here, exc, received_s))
                 continue
+            arrived_ms = round(message.message.timestamp * 1000)  # Faust gives seconds
+            forget_expired(here.partition, arrived_ms)
             seen_at = first_seen.get(event.event_id)
             verdict = classify(Position.from_json(seen_at) if seen_at else None, here)
             if verdict is Seen.DUPLICATE:
                 counters["duplicates"] += 1
                 continue
             if verdict is Seen.FIRST_TIME:
-                first_seen[event.event_id] = here.as_json()
+                first_seen[event.event_id] = {**here.as_json(), "t": arrived_ms}
+                expiry.remember(here.partition, event.event_id, arrived_ms)
             rate = sample_rate(event_type, settings.environment, settings.sample_rate_overrides)
             if not keeps(event.event_id, rate):
                 counters["sampled_out"] += 1
@@ -207,10 +231,11 @@ def create_app(settings: Settings, registry: SchemaRegistry, catalog: EventCatal
     return app
 
 
-def _undecodable(data: bytes, here: Position, exc: Exception) -> bytes:
+def _undecodable(data: bytes, here: Position, exc: Exception, received_s: float) -> bytes:
     return json.dumps(
         {
             "raw": data.hex(),
+            "received_at": datetime.fromtimestamp(received_s, UTC).isoformat(),
             "errors": [{"field": "(message)", "message": f"cannot decode: {exc!r}"}],
             "source": f"processors at partition {here.partition} offset {here.offset}",
         }

@@ -1,0 +1,89 @@
+"""The dedup window on the real broker: a repeat within the window is dropped, one
+after it is a new event. Time is the records' own arrival timestamps."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+
+from devstack.services import ServiceGroup
+from learnstream.settings import Settings
+from learnstream.topics import EVENTS_CLEAN, EVENTS_RAW
+from schemas.catalog import default_catalog
+from schemas.codec import decode, encode
+from schemas.examples import example_event
+from schemas.registry import FileSchemaRegistry
+from schemas.validation import Accepted, validate_event
+from tests.conftest import settings_env
+from tests.kafka_read import read_all
+
+CATALOG = default_catalog()
+REGISTRY = FileSchemaRegistry.from_files(CATALOG)
+T0_MS = 1_767_000_000_000
+
+
+def record(event_id: str) -> bytes:
+    event = example_event(CATALOG["lesson_completed"])
+    event["event_id"] = event_id
+    outcome = validate_event(CATALOG, event, datetime(2026, 2, 1, tzinfo=UTC))
+    assert isinstance(outcome, Accepted)
+    kind = outcome.event_type
+    return encode(REGISTRY.id_for(kind.subject, kind.schema), kind.parsed, outcome.datum)
+
+
+async def produce(settings: Settings, sends: list[tuple[str, int]]) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True
+    )
+    await producer.start()
+    try:
+        for event_id, at_ms in sends:
+            await producer.send_and_wait(
+                settings.topic(EVENTS_RAW), record(event_id), key=b"usr_12345", timestamp_ms=at_ms
+            )
+    finally:
+        await producer.stop()
+
+
+def test_repeat_within_window_dropped_after_window_new(settings: Settings, tmp_path: Path) -> None:
+    windowed = settings.model_copy(update={"dedup_window_hours": 1 / 3600})  # one second
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    asyncio.run(
+        produce(
+            windowed,
+            [
+                (a, T0_MS),
+                (a, T0_MS + 500),
+                (a, T0_MS + 5_000),
+                (b, T0_MS + 5_000),
+                (b, T0_MS + 5_400),
+            ],
+        )
+    )
+    with open(os.devnull, "w") as quiet:
+        group = ServiceGroup(env=settings_env(windowed), out=quiet)
+        group.start("processors")
+        try:
+            deadline = time.monotonic() + 90
+            clean: list[str] = []
+            while time.monotonic() < deadline and len(clean) < 3:
+                assert not group.exited()
+                clean = [
+                    str(decode(REGISTRY, m.value)["event_id"])
+                    for m in read_all(windowed.kafka_bootstrap, windowed.topic(EVENTS_CLEAN))
+                ]
+                time.sleep(0.5)
+            time.sleep(2)  # anything wrongly let through would show up by now
+            clean = [
+                str(decode(REGISTRY, m.value)["event_id"])
+                for m in read_all(windowed.kafka_bootstrap, windowed.topic(EVENTS_CLEAN))
+            ]
+        finally:
+            group.stop_all()
+    assert clean == [a, a, b]

@@ -12,12 +12,13 @@ import uvicorn
 
 from learnstream.logs import configure_logging
 from learnstream.settings import Settings
-from learnstream.topics import EVENTS_CLEAN, ensure_topics
+from learnstream.topics import EVENTS_CLEAN, EVENTS_DERIVED, EVENTS_INVALID, ensure_topics
 from schemas.catalog import default_catalog
 from schemas.registry import registry_for
 from sinks.clickhouse import connect, migrate
 from sinks.event_sink import EventSink
 from sinks.query_api import create_query_app
+from sinks.routes import event_route, invalid_route
 from sinks.writer import ClickHouseWriter
 
 log = logging.getLogger(__name__)
@@ -36,13 +37,17 @@ async def serve(settings: Settings) -> None:
     client = connect(settings)
     migrate(client, settings.clickhouse_database)
     writer = ClickHouseWriter(client, settings.clickhouse_database)
+    events = event_route(default_catalog(), registry_for(settings.schema_registry_url))
+    routes = {
+        settings.topic(EVENTS_CLEAN): events,
+        settings.topic(EVENTS_DERIVED): events,
+        settings.topic(EVENTS_INVALID): invalid_route(),
+    }
     sink = EventSink.create(
         settings.kafka_bootstrap,
-        settings.topic(EVENTS_CLEAN),
+        routes,
         settings.topic("learnstream-sink"),
         writer,
-        default_catalog(),
-        registry_for(settings.schema_registry_url),
         settings.sink_batch_max_rows,
         settings.sink_batch_max_wait_s,
     )

@@ -50,7 +50,8 @@ def migrate(client: Any, database: str) -> list[str]:
         if version in done:
             continue
         for statement in _statements(migration.read_text(encoding="utf-8")):
-            client.command(statement.rstrip(";").format(db=database))
+            # replace, not format: SQL comments may hold braces
+            client.command(statement.rstrip(";").replace("{db}", database))
         client.insert(f"{database}.schema_migrations", [[version]], column_names=["version"])
         applied.append(version)
         log.info("applied migration %s", version)

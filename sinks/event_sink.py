@@ -1,4 +1,4 @@
-"""Stream ``events.clean`` into the ``events`` table, each event exactly once.
+"""Stream topics into their ClickHouse tables, each record exactly once.
 
 Progress of record is what ClickHouse holds: before inserting, each partition's
 messages at or below the highest offset already stored are dropped, so an insert
@@ -19,16 +19,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
-from schemas.catalog import EventCatalog
-from schemas.codec import decode
-from schemas.registry import SchemaRegistry
 from sinks.batching import PendingRow, PlannedInsert, plan_inserts
-from sinks.rows import EVENT_COLUMNS, event_row
+from sinks.routes import Route
 from sinks.writer import ClickHouseWriter
 
 log = logging.getLogger(__name__)
 
-EVENTS_TABLE = "events"
 MAX_BACKOFF_S = 10.0
 
 
@@ -50,15 +46,13 @@ class EventSink:
         self,
         consumer: AIOKafkaConsumer,
         writer: ClickHouseWriter,
-        catalog: EventCatalog,
-        registry: SchemaRegistry,
+        routes: dict[str, Route],
         max_rows: int,
         max_wait_s: float,
     ) -> None:
         self._consumer = consumer
         self._writer = writer
-        self._catalog = catalog
-        self._registry = registry
+        self._routes = routes
         self._max_rows = max_rows
         self._max_wait_s = max_wait_s
         self._stopping = asyncio.Event()
@@ -71,11 +65,9 @@ class EventSink:
     def create(
         cls,
         bootstrap: str,
-        topic: str,
+        routes: dict[str, Route],
         group_id: str,
         writer: ClickHouseWriter,
-        catalog: EventCatalog,
-        registry: SchemaRegistry,
         max_rows: int,
         max_wait_s: float,
     ) -> EventSink:
@@ -86,8 +78,8 @@ class EventSink:
             auto_offset_reset="earliest",
             max_poll_records=max_rows,
         )
-        sink = cls(consumer, writer, catalog, registry, max_rows, max_wait_s)
-        consumer.subscribe([topic], listener=_ForgetOnRebalance(sink))
+        sink = cls(consumer, writer, routes, max_rows, max_wait_s)
+        consumer.subscribe(sorted(routes), listener=_ForgetOnRebalance(sink))
         return sink
 
     def forget(self, partitions: set[TopicPartition]) -> None:
@@ -97,7 +89,7 @@ class EventSink:
     async def _stored_up_to(self, tp: TopicPartition) -> int | None:
         if tp not in self._stored:
             self._stored[tp] = await self._writer.stored_high_water(
-                EVENTS_TABLE, tp.topic, tp.partition
+                self._routes[tp.topic].table, tp.topic, tp.partition
             )
             if self._stored[tp] is not None:
                 log.info("%s: ClickHouse holds up to offset %d", tp, self._stored[tp])
@@ -145,22 +137,22 @@ class EventSink:
             stored = await self._stored_up_to(tp)
             fresh = [m for m in messages if stored is None or m.offset > stored]
             self.redelivered_skipped += len(messages) - len(fresh)
+            route = self._routes[tp.topic]
             pending = []
             for message in fresh:
-                datum = decode(self._registry, message.value)
-                row = event_row(self._catalog, datum, tp.topic, tp.partition, message.offset)
-                pending.append(PendingRow(message.offset, datum["timestamp"], row))
+                moment, row = route.to_row(message, tp.topic, tp.partition)
+                pending.append(PendingRow(message.offset, moment, row))
             for plan in plan_inserts(tp.topic, tp.partition, pending):
-                if not await self._insert_with_retry(plan):
+                if not await self._insert_with_retry(route, plan):
                     return False
                 self._stored[tp] = plan.last_offset
         return True
 
-    async def _insert_with_retry(self, plan: PlannedInsert) -> bool:
+    async def _insert_with_retry(self, route: Route, plan: PlannedInsert) -> bool:
         backoff = 0.2
         while True:
             try:
-                await self._writer.insert(EVENTS_TABLE, plan.rows, EVENT_COLUMNS, plan.dedup_token)
+                await self._writer.insert(route.table, plan.rows, route.columns, plan.dedup_token)
                 self.rows_inserted += len(plan.rows)
                 return True
             except Exception as exc:  # ClickHouse down or refusing: keep the batch, retry

@@ -1,4 +1,4 @@
-"""One decoded event -> one ``events`` row."""
+"""Kafka records -> table rows: events (clean and derived) and dead letters."""
 
 from __future__ import annotations
 
@@ -73,6 +73,37 @@ def event_row(
         datum.get("retention_days") or 2555,
         datum.get("sample_rate", 1.0),
         datum.get("schema_version", 1),
+        topic,
+        partition,
+        offset,
+    ]
+
+
+INVALID_COLUMNS = (
+    "received_at",
+    "source",
+    "raw",
+    "errors",
+    "error_fields",
+    "source_topic",
+    "source_partition",
+    "source_offset",
+)
+
+
+def invalid_row(
+    letter: Mapping[str, Any], fallback_time: datetime, topic: str, partition: int, offset: int
+) -> list[Any]:
+    """A dead letter from ``events.invalid``; its own received_at, else the record's time."""
+    received = letter.get("received_at")
+    received_at = datetime.fromisoformat(received) if isinstance(received, str) else fallback_time
+    errors = letter.get("errors") or []
+    return [
+        received_at,
+        str(letter.get("source", "")),
+        str(letter.get("raw", "")),
+        json.dumps(errors, sort_keys=True),
+        [str(e.get("field", "")) for e in errors if isinstance(e, dict)],
         topic,
         partition,
         offset,

@@ -57,6 +57,10 @@ class ClickHouseWriter:
 
         return await self.run(call)
 
-    def close(self) -> None:
+    def release(self) -> None:
+        """Stop the worker thread; the client stays open for whoever owns it."""
         self._thread.shutdown(wait=True)
+
+    def close(self) -> None:
+        self.release()
         self.client.close()

@@ -16,12 +16,14 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from devstack import kafka
 from learnstream.settings import Settings
 from learnstream.topics import ensure_topics
+from sinks.clickhouse import connect, migrate
 
 REPO = Path(__file__).resolve().parent.parent
 APACHE_KAFKA_IMAGE = "apache/kafka:4.4.0"
@@ -101,6 +103,18 @@ def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
     )
     asyncio.run(ensure_topics(made))
     return made
+
+
+@pytest.fixture
+def clickhouse(settings: Settings) -> Iterator[Any]:
+    """A migrated chdb client in the test's folder, closed even when the test fails:
+    chdb serves one data folder per process, so a client left open breaks the next test."""
+    client = connect(settings)
+    migrate(client, settings.clickhouse_database)
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

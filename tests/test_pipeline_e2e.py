@@ -39,7 +39,10 @@ from schemas.registry import FileSchemaRegistry
 from tests.conftest import settings_env
 from tests.kafka_read import read_all
 
-PER_EVENT_COUNTS = "SELECT toString(event_id) AS id, count() FROM events GROUP BY id ORDER BY id"
+ACCEPTED = "source_topic LIKE '%events.clean'"  # derived events share the table
+PER_EVENT_COUNTS = (
+    f"SELECT toString(event_id) AS id, count() FROM events WHERE {ACCEPTED} GROUP BY id ORDER BY id"
+)
 STARTUP_TIMEOUT_S = 90
 ARRIVAL_TIMEOUT_S = 90
 
@@ -134,7 +137,19 @@ def test_events_flow_from_http_to_clickhouse_and_xp_projection(
     time.sleep(1.0)  # give a wrongly repeated insert the chance to show up
     rows = _query(settings, PER_EVENT_COUNTS)
     assert rows == [[event_id, 1] for event_id in accepted_ids]
-    assert _query(settings, "SELECT count() FROM events") == [[3]]
+    assert _query(settings, f"SELECT count() FROM events WHERE {ACCEPTED}") == [[3]]
+    derived = _wait_until(
+        lambda: _query(
+            settings,
+            "SELECT event_type, user_id, JSONExtractInt(properties, "
+            "'xp_amount') FROM events WHERE source_topic LIKE "
+            "'%events.derived' AND event_type = 'xp_earned' ORDER BY 3",
+        ),
+        ARRIVAL_TIMEOUT_S,
+        "derived events in ClickHouse",
+        pipeline,
+    )
+    assert sorted(row[2] for row in derived) == [50, 61, 85]
 
     registry = FileSchemaRegistry.from_files()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,12 +11,13 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from learnstream.settings import Settings
-from learnstream.topics import EVENTS_CLEAN
+from learnstream.topics import EVENTS_CLEAN, EVENTS_INVALID
 from schemas.catalog import default_catalog
 from schemas.codec import encode
 from schemas.registry import FileSchemaRegistry
-from sinks.clickhouse import connect, migrate
+from sinks.clickhouse import migrate
 from sinks.event_sink import EventSink
+from sinks.routes import event_route, invalid_route
 from sinks.writer import ClickHouseWriter
 
 CATALOG = default_catalog()
@@ -65,24 +67,25 @@ async def produce(settings: Settings, count: int) -> None:
 
 
 async def run_sink_until(settings: Settings, writer: ClickHouseWriter, rows: int) -> EventSink:
+    routes = {
+        settings.topic(EVENTS_CLEAN): event_route(CATALOG, REGISTRY),
+        settings.topic(EVENTS_INVALID): invalid_route(),
+    }
     sink = EventSink.create(
-        settings.kafka_bootstrap,
-        settings.topic(EVENTS_CLEAN),
-        settings.topic("sink"),
-        writer,
-        CATALOG,
-        REGISTRY,
-        500,
-        0.2,
+        settings.kafka_bootstrap, routes, settings.topic("sink"), writer, 500, 0.2
     )
     task = asyncio.create_task(sink.run())
     try:
-        async with asyncio.timeout(60):
-            while sink.rows_inserted + sink.redelivered_skipped < rows:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.1)
-            await asyncio.sleep(1.0)  # let anything extra it would wrongly insert arrive
+        deadline = asyncio.get_running_loop().time() + 60
+        while sink.rows_inserted + sink.redelivered_skipped < rows:
+            if task.done():
+                task.result()
+            assert asyncio.get_running_loop().time() < deadline, (
+                f"sink reached {sink.rows_inserted} inserted + {sink.redelivered_skipped} "
+                f"skipped of {rows}"
+            )
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)  # let anything extra it would wrongly insert arrive
     finally:
         sink.stop()
         await task
@@ -99,7 +102,8 @@ async def rewind_group(settings: Settings) -> None:
     await consumer.start()
     try:
         partitions = [
-            TopicPartition(settings.topic(EVENTS_CLEAN), p)
+            TopicPartition(settings.topic(topic), p)
+            for topic in (EVENTS_CLEAN, EVENTS_INVALID)
             for p in range(settings.topic_partitions)
         ]
         consumer.assign(partitions)
@@ -108,10 +112,8 @@ async def rewind_group(settings: Settings) -> None:
         await consumer.stop()
 
 
-def test_redelivered_batches_are_not_stored_twice(settings: Settings) -> None:
-    client = connect(settings)
-    migrate(client, settings.clickhouse_database)
-    writer = ClickHouseWriter(client, settings.clickhouse_database)
+def test_redelivered_batches_are_not_stored_twice(settings: Settings, clickhouse: Any) -> None:
+    writer = ClickHouseWriter(clickhouse, settings.clickhouse_database)
     count = 1200
 
     async def scenario() -> tuple[EventSink, EventSink]:
@@ -140,13 +142,12 @@ def test_redelivered_batches_are_not_stored_twice(settings: Settings) -> None:
         )
         assert [m for m, _ in months] == [202601, 202602, 202603]
     finally:
-        writer.close()
+        writer.release()  # the clickhouse fixture closes the client
 
 
-def test_longest_retention_does_not_expire_rows_early(settings: Settings) -> None:
+def test_longest_retention_does_not_expire_rows_early(clickhouse: Any) -> None:
     """Regression: a TTL past DateTime's 2106 limit wrapped around and expired rows."""
-    client = connect(settings)
-    migrate(client, settings.clickhouse_database)
+    client = clickhouse
     columns = [
         "event_id",
         "event_type",
@@ -163,11 +164,55 @@ def test_longest_retention_does_not_expire_rows_early(settings: Settings) -> Non
         client.insert("events", [row], column_names=columns)
     client.command("OPTIMIZE TABLE events FINAL")
     assert client.query("SELECT count() FROM events").result_rows == [(3,)]
-    client.close()
 
 
-def test_migrations_apply_once(settings: Settings) -> None:
-    client = connect(settings)
-    assert migrate(client, settings.clickhouse_database) == ["0001_events"]
-    assert migrate(client, settings.clickhouse_database) == []
-    client.close()
+def test_migrations_apply_once(settings: Settings, clickhouse: Any) -> None:
+    applied = clickhouse.query("SELECT version FROM schema_migrations ORDER BY version")
+    assert [v for (v,) in applied.result_rows] == ["0001_events", "0002_events_invalid"]
+    assert migrate(clickhouse, settings.clickhouse_database) == []
+
+
+async def produce_dead_letters(settings: Settings, count: int) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True
+    )
+    await producer.start()
+    try:
+        for i in range(count):
+            letter = {
+                "raw": f"{{bad {i}",
+                "source": "collector",
+                "received_at": "2026-02-01T10:00:00+00:00",
+                "errors": [{"field": "(body)", "message": "is not valid JSON"}],
+            }
+            await producer.send(settings.topic(EVENTS_INVALID), json.dumps(letter).encode())
+        await producer.send(settings.topic(EVENTS_INVALID), b"\xff not json at all")
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def test_dead_letters_are_stored_once_and_unreadable_ones_kept(
+    settings: Settings, clickhouse: Any
+) -> None:
+    writer = ClickHouseWriter(clickhouse, settings.clickhouse_database)
+
+    async def scenario() -> EventSink:
+        await produce_dead_letters(settings, 40)
+        first = await run_sink_until(settings, writer, 41)
+        assert (first.rows_inserted, first.redelivered_skipped) == (41, 0)
+        await rewind_group(settings)
+        return await run_sink_until(settings, writer, 41)
+
+    try:
+        again = asyncio.run(scenario())
+        assert (again.rows_inserted, again.redelivered_skipped) == (0, 41)
+        _, rows = asyncio.run(
+            writer.query(
+                "SELECT count(), countIf(has(error_fields, '(body)')), "
+                "countIf(has(error_fields, '(dead letter)')) FROM events_invalid"
+            )
+        )
+        assert rows == [[41, 40, 1]]
+    finally:
+        writer.release()  # the clickhouse fixture closes the client

@@ -1,0 +1,54 @@
+"""Which topic lands in which table, and how one record becomes one row."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from schemas.catalog import EventCatalog
+from schemas.codec import decode
+from schemas.registry import SchemaRegistry
+from sinks.rows import EVENT_COLUMNS, INVALID_COLUMNS, event_row, invalid_row
+
+# (record, topic, partition) -> (time that picks the monthly partition, row)
+RowBuilder = Callable[[Any, str, int], tuple[datetime, list[Any]]]
+
+
+@dataclass(frozen=True)
+class Route:
+    table: str
+    columns: tuple[str, ...]
+    to_row: RowBuilder
+
+
+def event_route(catalog: EventCatalog, registry: SchemaRegistry) -> Route:
+    """Confluent-framed Avro events (events.clean, events.derived) -> ``events``."""
+
+    def to_row(record: Any, topic: str, partition: int) -> tuple[datetime, list[Any]]:
+        datum = decode(registry, record.value)
+        return datum["timestamp"], event_row(catalog, datum, topic, partition, record.offset)
+
+    return Route("events", EVENT_COLUMNS, to_row)
+
+
+def invalid_route() -> Route:
+    """JSON dead letters (events.invalid) -> ``events_invalid``."""
+
+    def to_row(record: Any, topic: str, partition: int) -> tuple[datetime, list[Any]]:
+        record_time = datetime.fromtimestamp(record.timestamp / 1000, UTC)
+        try:
+            letter = json.loads(record.value)
+        except ValueError:  # keep even a dead letter we cannot read, as raw bytes
+            letter = {
+                "raw": record.value.decode("utf-8", errors="replace"),
+                "errors": [{"field": "(dead letter)", "message": "not JSON"}],
+            }
+        if not isinstance(letter, dict):
+            letter = {"raw": json.dumps(letter)}
+        row = invalid_row(letter, record_time, topic, partition, record.offset)
+        return row[0], row
+
+    return Route("events_invalid", INVALID_COLUMNS, to_row)

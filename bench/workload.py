@@ -17,7 +17,15 @@ CATALOG = default_catalog()
 REGISTRY = FileSchemaRegistry.from_files(CATALOG)
 
 
-def events(count: int, users: int = 500, seed: int = 1) -> list[dict[str, Any]]:
+def events(
+    count: int,
+    users: int = 500,
+    seed: int = 1,
+    days: int = 30,
+    zones: tuple[str, ...] = ("Europe/Paris",),
+    drills: tuple[str, ...] = ("d1",),
+) -> list[dict[str, Any]]:
+    """Learning events of every folded kind, for ``users`` learners over ``days`` days."""
     rng = random.Random(seed)
     made = []
     for _ in range(count):
@@ -43,7 +51,13 @@ def events(count: int, users: int = 500, seed: int = 1) -> list[dict[str, Any]]:
                 "practice_mode_id": "m1",
                 "drills_completed": 2,
                 "total_duration": 30,
-                "scores": [{"drill_id": "d1", "drill_name": "D", "score": rng.randint(0, 100)}],
+                "scores": [
+                    {
+                        "drill_id": rng.choice(drills),
+                        "drill_name": "D",
+                        "score": rng.randint(0, 100),
+                    }
+                ],
             },
         }
         props = by_kind[kind]
@@ -51,9 +65,9 @@ def events(count: int, users: int = 500, seed: int = 1) -> list[dict[str, Any]]:
             {
                 "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
                 "event_type": kind,
-                "timestamp": (NOW - timedelta(minutes=rng.randint(0, 60 * 24 * 30))).isoformat(),
+                "timestamp": (NOW - timedelta(minutes=rng.randint(0, 60 * 24 * days))).isoformat(),
                 "user_id": f"u{rng.randrange(users)}",
-                "device_info": {"timezone": "Europe/Paris"},
+                "device_info": {"timezone": rng.choice(zones)},
                 "properties": props,
             }
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -128,28 +128,38 @@ def create_app(
         # of the whole batch is safe because processors drop repeated event_ids
         await asyncio.gather(*(publisher.publish(raw_topic, r.key, r.value) for r in records))
 
+    async def answer(
+        raw: str, received_at: datetime, handle: Callable[[], Awaitable[JSONResponse]]
+    ) -> JSONResponse:
+        """Run one request's work: a bad request is explained and dead-lettered, and a
+        Kafka that does not acknowledge becomes 503, never a 500 or a silent drop."""
+        try:
+            try:
+                return await handle()
+            except _BadRequest as bad:
+                await reject(raw[:10_000], bad.errors, received_at)
+                return JSONResponse({"errors": _errors(bad.errors)}, status_code=bad.status)
+        except PublishUnavailable as exc:
+            log.warning("publish failed: %s", exc)
+            return _unavailable(str(exc))
+
     @app.post("/v1/events", status_code=202)
     async def post_event(request: Request) -> JSONResponse:
         received_at = clock()
         body = await request.body()
         raw = body.decode("utf-8", errors="replace")
-        try:
-            payload = parse_json(request, body, MAX_BODY_BYTES)
-            prepared = prepare(payload, received_at)
+
+        async def handle() -> JSONResponse:
+            prepared = prepare(parse_json(request, body, MAX_BODY_BYTES), received_at)
             if not isinstance(prepared, _Record):
                 await reject(raw, prepared, received_at)
                 return JSONResponse({"errors": _errors(prepared)}, status_code=422)
             await publish_all([prepared])
-        except _BadRequest as bad:
-            try:
-                await reject(raw[:10_000], bad.errors, received_at)
-            except PublishUnavailable as exc:
-                return _unavailable(str(exc))
-            return JSONResponse({"errors": _errors(bad.errors)}, status_code=bad.status)
-        except PublishUnavailable as exc:
-            log.warning("publish failed: %s", exc)
-            return _unavailable(str(exc))
-        return JSONResponse({"status": "accepted", "event_id": prepared.event_id}, status_code=202)
+            return JSONResponse(
+                {"status": "accepted", "event_id": prepared.event_id}, status_code=202
+            )
+
+        return await answer(raw, received_at, handle)
 
     @app.post("/v1/events/batch", status_code=202)
     async def post_batch(request: Request) -> JSONResponse:
@@ -157,9 +167,9 @@ def create_app(
         received_at = clock()
         body = await request.body()
         raw = body.decode("utf-8", errors="replace")
-        try:
-            payload = parse_json(request, body, MAX_BATCH_BODY_BYTES)
-            events, sent_at = _batch_shape(payload)
+
+        async def handle() -> JSONResponse:
+            events, sent_at = _batch_shape(parse_json(request, body, MAX_BATCH_BODY_BYTES))
             records: list[_Record] = []
             rejected: list[dict[str, Any]] = []
             for index, event in enumerate(events):
@@ -174,16 +184,9 @@ def create_app(
                 rejected.append({"index": index, "event_id": event_id, "errors": _errors(prepared)})
                 await reject(json.dumps(event), prepared, received_at)  # as the client sent it
             await publish_all(records)
-        except _BadRequest as bad:
-            try:
-                await reject(raw[:10_000], bad.errors, received_at)
-            except PublishUnavailable as exc:
-                return _unavailable(str(exc))
-            return JSONResponse({"errors": _errors(bad.errors)}, status_code=bad.status)
-        except PublishUnavailable as exc:
-            log.warning("batch publish failed: %s", exc)
-            return _unavailable(str(exc))
-        return JSONResponse({"accepted": len(records), "rejected": rejected}, status_code=202)
+            return JSONResponse({"accepted": len(records), "rejected": rejected}, status_code=202)
+
+        return await answer(raw, received_at, handle)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -8,12 +8,12 @@ import asyncio
 import os
 import random
 import time
-import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from bench import workload
 from devstack.services import ServiceGroup
 from learnstream.settings import Settings
 from learnstream.topics import EVENTS_RAW, PROJECTIONS_USER_PROGRESS
@@ -35,50 +35,16 @@ NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
 
 def generated(rng: random.Random) -> list[dict[str, Any]]:
-    events = []
-    for _ in range(EVENT_COUNT):
-        kind = rng.choice(
-            [
-                "lesson_completed",
-                "quiz_completed",
-                "question_submit",
-                "material_complete",
-                "session_completed",
-            ]
-        )
-        props: dict[str, Any] = {
-            "lesson_completed": {"content_id": "l"},
-            "quiz_completed": {"content_id": "q", "score": rng.randint(0, 100)},
-            "question_submit": {
-                "question_id": "x",
-                "topic_id": rng.choice(["a", "b", "c"]),
-                "is_correct": rng.random() < 0.6,
-            },
-            "material_complete": {"material_id": "m"},
-            "session_completed": {
-                "practice_mode_id": "m1",
-                "drills_completed": 2,
-                "total_duration": 30,
-                "scores": [
-                    {
-                        "drill_id": rng.choice(["d1", "d2", "d3", "d4"]),
-                        "drill_name": "D",
-                        "score": rng.randint(0, 100),
-                    }
-                ],
-            },
-        }[kind]
-        events.append(
-            {
-                "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-                "event_type": kind,
-                "timestamp": (NOW - timedelta(minutes=rng.randint(0, 60 * 24 * 60))).isoformat(),
-                "user_id": f"u{rng.randint(0, 199)}",
-                "device_info": {"timezone": rng.choice(["UTC", "Europe/Paris", "America/Chicago"])},
-                "properties": props,
-            }
-        )
-    events += [dict(e) for e in rng.sample(events, EVENT_COUNT // 20)]  # retried sends
+    """The bench workload, 200 learners over 60 days in 3 zones, plus retried sends."""
+    events = workload.events(
+        EVENT_COUNT,
+        users=200,
+        seed=rng.randrange(2**32),
+        days=60,
+        zones=("UTC", "Europe/Paris", "America/Chicago"),
+        drills=("d1", "d2", "d3", "d4"),
+    )
+    events += [dict(e) for e in rng.sample(events, EVENT_COUNT // 20)]
     rng.shuffle(events)
     return events
 

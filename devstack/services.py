@@ -33,7 +33,9 @@ class ServiceGroup:
     out: IO[str] = field(default_factory=lambda: sys.stdout)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    def start(self, name: str) -> subprocess.Popen[bytes]:
+    def start(self, name: str, instance: str | None = None) -> subprocess.Popen[bytes]:
+        """Start service ``name``; ``instance`` names a second copy (e.g. another worker)."""
+        label = instance or name
         process = subprocess.Popen(
             SERVICES[name],
             env={**os.environ, **self.env},
@@ -43,8 +45,8 @@ class ServiceGroup:
             start_new_session=True,  # the group decides when children stop
         )
         assert process.stdout is not None
-        threading.Thread(target=_pump, args=(name, process.stdout, self.out), daemon=True).start()
-        self.processes[name] = process
+        threading.Thread(target=_pump, args=(label, process.stdout, self.out), daemon=True).start()
+        self.processes[label] = process
         return process
 
     def start_all(self) -> None:

@@ -120,3 +120,44 @@ def test_sigkilled_worker_restarts_to_exactly_the_fold(settings: Settings) -> No
         kills = run_with_kills(settings, worker_log, expected, rng)
     assert kills == KILLS
     assert published_progress(settings) == expected  # no double XP, no lost day
+
+
+def test_second_worker_joining_mid_run_gives_the_same_state(settings: Settings) -> None:
+    """A rebalance hands partitions, with their table state, from one worker to another."""
+    rng = random.Random(7)
+    events = workload.events(
+        EVENT_COUNT // 3,
+        users=150,
+        seed=11,
+        days=40,
+        zones=("UTC", "Asia/Tokyo"),
+        drills=("d1", "d2", "d3"),
+    )
+    events += [dict(e) for e in rng.sample(events, len(events) // 20)]
+    expected = {
+        u: outputs.user_progress(u, s)
+        for u, s in fold_log(Event.from_envelope(e) for e in events).learners.items()
+    }
+    asyncio.run(produce(settings, events))
+    log_path = os.environ.get("LEARNSTREAM_CRASH_LOG", os.devnull)
+    with open(log_path, "a") as worker_log:
+        group = ServiceGroup(env=settings_env(settings), out=worker_log)
+        try:
+            group.start("processors", "worker-1")
+            time.sleep(12)  # worker 1 owns every partition and is working through them
+            group.start("processors", "worker-2")  # rebalance mid-run
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                progress = published_progress(settings)
+                caught_up = [
+                    u
+                    for u, p in progress.items()
+                    if p["events_applied"] >= expected[u]["events_applied"]
+                ]
+                if len(caught_up) == len(expected):
+                    break
+                assert not group.exited(), "a worker died on its own"
+                time.sleep(2)
+        finally:
+            group.stop_all()
+    assert published_progress(settings) == expected

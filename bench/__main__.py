@@ -9,38 +9,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench import throughput
 from bench.workload import events
 from devstack import kafka
-from devstack.services import ServiceGroup
+from devstack.services import ServiceGroup, free_port, http_ok
 from learnstream.settings import Settings
 from learnstream.topics import EVENTS_RAW, ensure_topics
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _env(settings: Settings) -> dict[str, str]:
-    return {
-        f"LEARNSTREAM_{k.upper()}": str(v)
-        for k, v in settings.model_dump().items()
-        if v is not None and not isinstance(v, dict)
-    }
 
 
 def _wait_for(check: Any, timeout_s: float, what: str) -> None:
@@ -63,13 +47,13 @@ async def _scratch_topic(settings: Settings, name: str) -> str:
 
 
 def bench_collector(base: Settings, count: int, log: Any) -> list[tuple[str, dict[str, float]]]:
-    settings = base.model_copy(update={"topic_prefix": "bc.", "collector_port": _free_port()})
+    settings = base.model_copy(update={"topic_prefix": "bc.", "collector_port": free_port()})
     asyncio.run(ensure_topics(settings))
-    group = ServiceGroup(env=_env(settings), out=log)
+    group = ServiceGroup(env=settings.as_env(), out=log)
     group.start("collector")
     rows = []
     try:
-        _wait_for(lambda: _ready(f"{settings.collector_url}/readyz"), 60, "collector")
+        _wait_for(lambda: http_ok(f"{settings.collector_url}/readyz"), 60, "collector")
         workload = events(count * 2, seed=2)
         for round_ in range(2):  # interleaved, so drift on a noisy machine hits both
             part = workload[round_ * count // 2 * 2 :][:count]
@@ -86,19 +70,12 @@ def bench_collector(base: Settings, count: int, log: Any) -> list[tuple[str, dic
     return rows
 
 
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
-
-
 def bench_processors(base: Settings, count: int, log_path: Path) -> dict[str, float]:
     settings = base.model_copy(update={"topic_prefix": "bp."})
     asyncio.run(ensure_topics(settings))
     workload = events(count, seed=3)
     with log_path.open("a") as log:
-        group = ServiceGroup(env=_env(settings), out=log)
+        group = ServiceGroup(env=settings.as_env(), out=log)
         group.start("processors")
         try:
             _wait_for(
@@ -136,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processor-events", type=int, default=20000)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="learnstream-bench-") as tmp:
-        port, controller = _free_port(), _free_port()
+        port, controller = free_port(), free_port()
         paths = kafka.KafkaPaths(home=(REPO / ".devstack").resolve(), data=Path(tmp) / "kafka")
         kafka.start(paths, port, controller)
         base = Settings(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -12,11 +13,28 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import IO
 
+import httpx
+
 SERVICES: Mapping[str, list[str]] = {
     "collector": [sys.executable, "-m", "collector"],
     "processors": [sys.executable, "-m", "processors"],
     "sink": [sys.executable, "-m", "sinks"],
 }
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_ok(url: str) -> bool:
+    """True once a service's health or readiness URL answers 200."""
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def _pump(name: str, stream: IO[bytes], out: IO[str]) -> None:

@@ -6,6 +6,7 @@ entry points reads the environment.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from pydantic import Field
@@ -74,6 +75,15 @@ class Settings(BaseSettings):
     )
     query_host: str = Field(default="127.0.0.1", description="Query endpoint bind address.")
     query_port: int = Field(default=8081, description="Query endpoint port (served by the sink).")
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as LEARNSTREAM_* variables, for child processes to read back."""
+        env = {}
+        for name, value in self.model_dump(mode="json").items():
+            if value is not None:
+                text = json.dumps(value) if isinstance(value, dict) else str(value)
+                env[f"LEARNSTREAM_{name.upper()}"] = text
+        return env
 
     @property
     def kafka_port(self) -> int:

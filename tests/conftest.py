@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -21,18 +20,13 @@ from typing import Any
 import pytest
 
 from devstack import kafka
+from devstack.services import free_port
 from learnstream.settings import Settings
 from learnstream.topics import ensure_topics
 from sinks.clickhouse import connect, migrate
 
 REPO = Path(__file__).resolve().parent.parent
 APACHE_KAFKA_IMAGE = "apache/kafka:4.4.0"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _docker_available() -> bool:
@@ -115,12 +109,3 @@ def clickhouse(settings: Settings) -> Iterator[Any]:
         yield client
     finally:
         client.close()
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The same settings as environment variables, for child processes."""
-    env = {}
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            env[f"LEARNSTREAM_{name.upper()}"] = str(value)
-    return env

@@ -16,13 +16,14 @@ from fastapi.testclient import TestClient
 from collector.app import create_app
 from collector.publisher import KafkaPublisher
 from devstack import kafka
+from devstack.services import free_port
 from learnstream.settings import Settings
 from learnstream.topics import EVENTS_INVALID, EVENTS_RAW, ensure_topics
 from schemas.catalog import default_catalog
 from schemas.codec import decode
 from schemas.examples import example_event
 from schemas.registry import FileSchemaRegistry
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO
 from tests.kafka_read import read_all
 
 CATALOG = default_catalog()

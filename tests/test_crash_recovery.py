@@ -24,7 +24,6 @@ from schemas.catalog import default_catalog
 from schemas.codec import decode, encode
 from schemas.registry import FileSchemaRegistry
 from schemas.validation import Accepted, validate_event
-from tests.conftest import settings_env
 from tests.kafka_read import read_all
 
 EVENT_COUNT = int(os.environ.get("LEARNSTREAM_CRASH_EVENTS", "50000"))
@@ -80,7 +79,7 @@ def run_with_kills(
     settings: Settings, worker_log: Any, expected: dict[str, dict[str, Any]], rng: random.Random
 ) -> int:
     """Kill the worker KILLS times mid-flight, then let it finish; returns the kill count."""
-    group = ServiceGroup(env=settings_env(settings), out=worker_log)
+    group = ServiceGroup(env=settings.as_env(), out=worker_log)
     kills = 0
     deadline = time.monotonic() + 900
     try:
@@ -141,7 +140,7 @@ def test_second_worker_joining_mid_run_gives_the_same_state(settings: Settings) 
     asyncio.run(produce(settings, events))
     log_path = os.environ.get("LEARNSTREAM_CRASH_LOG", os.devnull)
     with open(log_path, "a") as worker_log:
-        group = ServiceGroup(env=settings_env(settings), out=worker_log)
+        group = ServiceGroup(env=settings.as_env(), out=worker_log)
         try:
             group.start("processors", "worker-1")
             time.sleep(12)  # worker 1 owns every partition and is working through them

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from devstack.services import ServiceGroup
+from devstack.services import ServiceGroup, http_ok
 from learnstream.settings import Settings
 from learnstream.topics import (
     EVENTS_DERIVED,
@@ -36,7 +36,6 @@ from projections.fold import fold_log
 from schemas.catalog import default_catalog
 from schemas.codec import decode
 from schemas.registry import FileSchemaRegistry
-from tests.conftest import settings_env
 from tests.kafka_read import read_all
 
 ACCEPTED = "source_topic LIKE '%events.clean'"  # derived events share the table
@@ -59,26 +58,19 @@ def _wait_until(check: Any, timeout_s: float, what: str, group: ServiceGroup) ->
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _http_ok(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
-
-
 @pytest.fixture
 def pipeline(settings: Settings) -> Iterator[ServiceGroup]:
-    group = ServiceGroup(env=settings_env(settings))
+    group = ServiceGroup(env=settings.as_env())
     group.start_all()
     try:
         _wait_until(
-            lambda: _http_ok(f"{settings.collector_url}/readyz"),
+            lambda: http_ok(f"{settings.collector_url}/readyz"),
             STARTUP_TIMEOUT_S,
             "collector",
             group,
         )
         _wait_until(
-            lambda: _http_ok(f"{settings.query_url}/healthz"), STARTUP_TIMEOUT_S, "sink", group
+            lambda: http_ok(f"{settings.query_url}/healthz"), STARTUP_TIMEOUT_S, "sink", group
         )
         yield group
     finally:

@@ -20,7 +20,6 @@ from schemas.codec import decode, encode
 from schemas.examples import example_event
 from schemas.registry import FileSchemaRegistry
 from schemas.validation import Accepted, validate_event
-from tests.conftest import settings_env
 from tests.kafka_read import read_all
 
 CATALOG = default_catalog()
@@ -67,7 +66,7 @@ def test_repeat_within_window_dropped_after_window_new(settings: Settings, tmp_p
         )
     )
     with open(os.devnull, "w") as quiet:
-        group = ServiceGroup(env=settings_env(windowed), out=quiet)
+        group = ServiceGroup(env=windowed.as_env(), out=quiet)
         group.start("processors")
         try:
             deadline = time.monotonic() + 90

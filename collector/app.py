@@ -19,9 +19,9 @@ from typing import Any, Protocol
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from collector.dead_letters import dead_letter
 from collector.enrichment import enrich, partition_key
 from collector.publisher import PublishUnavailable
+from learnstream.dead_letters import dead_letter
 from learnstream.settings import Settings
 from learnstream.topics import EVENTS_INVALID, EVENTS_RAW
 from schemas.catalog import EventCatalog

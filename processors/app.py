@@ -8,7 +8,6 @@ Table values are small JSON dicts (Faust's default table codec).
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +16,7 @@ import faust
 import mode
 from fastavro import parse_schema
 
+from learnstream.dead_letters import dead_letter
 from learnstream.settings import Settings
 from learnstream.topics import (
     EVENTS_CLEAN,
@@ -39,6 +39,7 @@ from projections.learner import LearnerState, apply, from_json, to_json
 from schemas.catalog import EventCatalog, load_named_schema
 from schemas.codec import decode, encode
 from schemas.registry import SchemaRegistry
+from schemas.validation import FieldError
 
 log = logging.getLogger(__name__)
 
@@ -195,8 +196,13 @@ def create_app(settings: Settings, registry: SchemaRegistry, catalog: EventCatal
                 event_type = catalog[event.event_type]
             except Exception as exc:  # undecodable bytes must not stop the partition
                 log.error("undecodable message at %s: %r", here, exc)
-                received_s = message.message.timestamp
-                await invalid_topic.send(value=_undecodable(data, here, exc, received_s))
+                letter = dead_letter(
+                    data.hex(),
+                    [FieldError("(message)", f"cannot decode: {exc!r}")],
+                    datetime.fromtimestamp(message.message.timestamp, UTC),  # Faust: seconds
+                    source=f"processors at partition {here.partition} offset {here.offset}",
+                )
+                await invalid_topic.send(value=letter)
                 continue
             arrived_ms = round(message.message.timestamp * 1000)  # Faust gives seconds
             forget_expired(here.partition, arrived_ms)
@@ -229,14 +235,3 @@ def create_app(settings: Settings, registry: SchemaRegistry, catalog: EventCatal
         log.info("processor counters: %s", counters)
 
     return app
-
-
-def _undecodable(data: bytes, here: Position, exc: Exception, received_s: float) -> bytes:
-    return json.dumps(
-        {
-            "raw": data.hex(),
-            "received_at": datetime.fromtimestamp(received_s, UTC).isoformat(),
-            "errors": [{"field": "(message)", "message": f"cannot decode: {exc!r}"}],
-            "source": f"processors at partition {here.partition} offset {here.offset}",
-        }
-    ).encode()

@@ -4,17 +4,19 @@ after it is a new event. Time is the records' own arrival timestamps."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
 from devstack.services import ServiceGroup
 from learnstream.settings import Settings
-from learnstream.topics import EVENTS_CLEAN, EVENTS_RAW
+from learnstream.topics import EVENTS_CLEAN, EVENTS_INVALID, EVENTS_RAW
 from schemas.catalog import default_catalog
 from schemas.codec import decode, encode
 from schemas.examples import example_event
@@ -86,3 +88,44 @@ def test_repeat_within_window_dropped_after_window_new(settings: Settings, tmp_p
         finally:
             group.stop_all()
     assert clean == [a, a, b]
+
+
+def test_undecodable_record_is_dead_lettered_and_the_partition_flows_on(
+    settings: Settings,
+) -> None:
+    good = str(uuid.uuid4())
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True
+        )
+        await producer.start()
+        try:
+            topic = settings.topic(EVENTS_RAW)
+            await producer.send_and_wait(topic, b"\x00garbage", key=b"usr_12345")
+            await producer.send_and_wait(topic, record(good), key=b"usr_12345")
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+    with open(os.devnull, "w") as quiet:
+        group = ServiceGroup(env=settings.as_env(), out=quiet)
+        group.start("processors")
+        try:
+            deadline = time.monotonic() + 90
+            clean: list[Any] = []
+            while time.monotonic() < deadline and not clean:
+                assert not group.exited()
+                clean = read_all(settings.kafka_bootstrap, settings.topic(EVENTS_CLEAN))
+                time.sleep(0.5)
+        finally:
+            group.stop_all()
+    assert [str(decode(REGISTRY, m.value)["event_id"]) for m in clean] == [good]
+    (letter,) = [
+        json.loads(m.value)
+        for m in read_all(settings.kafka_bootstrap, settings.topic(EVENTS_INVALID))
+    ]
+    assert letter["raw"] == b"\x00garbage".hex()
+    assert letter["errors"][0]["field"] == "(message)"
+    assert letter["source"].startswith("processors at partition")
+    assert letter["received_at"]

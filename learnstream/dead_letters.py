@@ -1,4 +1,6 @@
-"""What a rejected event becomes on ``events.invalid``: the raw input plus why."""
+"""The one shape of a record on ``events.invalid``: the raw input, why it was refused,
+when, and who refused it. The collector and the processors write it; the sink reads it
+into ``events_invalid``."""
 
 from __future__ import annotations
 
@@ -9,12 +11,14 @@ from datetime import datetime
 from schemas.validation import FieldError
 
 
-def dead_letter(raw: str, errors: Sequence[FieldError], received_at: datetime) -> bytes:
+def dead_letter(
+    raw: str, errors: Sequence[FieldError], received_at: datetime, source: str = "collector"
+) -> bytes:
     return json.dumps(
         {
             "raw": raw,
             "errors": [{"field": e.field, "message": e.message} for e in errors],
             "received_at": received_at.isoformat(),
-            "source": "collector",
+            "source": source,
         }
     ).encode()

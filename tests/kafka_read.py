@@ -39,3 +39,12 @@ async def _read_all(bootstrap: str, topic: str) -> list[Any]:
 
 def read_all(bootstrap: str, topic: str) -> list[Any]:
     return asyncio.run(_read_all(bootstrap, topic))
+
+
+def latest_by_key(bootstrap: str, topic: str) -> dict[str, dict[str, Any]]:
+    """A compacted projection topic as its consumers see it: the newest value per key."""
+    from schemas.codec import decode
+    from schemas.registry import FileSchemaRegistry
+
+    registry = FileSchemaRegistry.from_files()
+    return {m.key.decode(): decode(registry, m.value) for m in read_all(bootstrap, topic)}

@@ -21,10 +21,10 @@ from processors import outputs
 from projections.events import Event
 from projections.fold import fold_log
 from schemas.catalog import default_catalog
-from schemas.codec import decode, encode
+from schemas.codec import encode
 from schemas.registry import FileSchemaRegistry
 from schemas.validation import Accepted, validate_event
-from tests.kafka_read import read_all
+from tests.kafka_read import latest_by_key
 
 EVENT_COUNT = int(os.environ.get("LEARNSTREAM_CRASH_EVENTS", "50000"))
 KILLS = 5
@@ -69,10 +69,25 @@ async def produce(settings: Settings, events: list[dict[str, Any]]) -> None:
 
 
 def published_progress(settings: Settings) -> dict[str, dict[str, Any]]:
-    latest = {}
-    for message in read_all(settings.kafka_bootstrap, settings.topic(PROJECTIONS_USER_PROGRESS)):
-        latest[message.key.decode()] = decode(REGISTRY, message.value)
-    return latest
+    return latest_by_key(settings.kafka_bootstrap, settings.topic(PROJECTIONS_USER_PROGRESS))
+
+
+def wait_until_caught_up(
+    settings: Settings, group: ServiceGroup, expected: dict[str, dict[str, Any]], timeout_s: float
+) -> None:
+    """Until every learner's published progress has applied all of its expected events."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        progress = published_progress(settings)
+        caught_up = [
+            u
+            for u, p in progress.items()
+            if p["events_applied"] >= expected.get(u, {}).get("events_applied", 0)
+        ]
+        if len(caught_up) == len(expected):
+            return
+        assert not group.exited(), "processors died on their own"
+        time.sleep(2)
 
 
 def run_with_kills(
@@ -81,7 +96,6 @@ def run_with_kills(
     """Kill the worker KILLS times mid-flight, then let it finish; returns the kill count."""
     group = ServiceGroup(env=settings.as_env(), out=worker_log)
     kills = 0
-    deadline = time.monotonic() + 900
     try:
         group.start("processors")
         while kills < KILLS:
@@ -89,17 +103,7 @@ def run_with_kills(
             group.kill("processors")
             kills += 1
             group.start("processors")
-        while time.monotonic() < deadline:
-            progress = published_progress(settings)
-            caught_up = [
-                u
-                for u, p in progress.items()
-                if p["events_applied"] >= expected.get(u, {}).get("events_applied", 0)
-            ]
-            if len(caught_up) == len(expected):
-                break
-            assert not group.exited(), "processors died on their own"
-            time.sleep(2)
+        wait_until_caught_up(settings, group, expected, timeout_s=900)
     finally:
         group.stop_all()
     return kills
@@ -145,18 +149,7 @@ def test_second_worker_joining_mid_run_gives_the_same_state(settings: Settings) 
             group.start("processors", "worker-1")
             time.sleep(12)  # worker 1 owns every partition and is working through them
             group.start("processors", "worker-2")  # rebalance mid-run
-            deadline = time.monotonic() + 600
-            while time.monotonic() < deadline:
-                progress = published_progress(settings)
-                caught_up = [
-                    u
-                    for u, p in progress.items()
-                    if p["events_applied"] >= expected[u]["events_applied"]
-                ]
-                if len(caught_up) == len(expected):
-                    break
-                assert not group.exited(), "a worker died on its own"
-                time.sleep(2)
+            wait_until_caught_up(settings, group, expected, timeout_s=600)
         finally:
             group.stop_all()
     assert published_progress(settings) == expected

@@ -36,7 +36,7 @@ from projections.fold import fold_log
 from schemas.catalog import default_catalog
 from schemas.codec import decode
 from schemas.registry import FileSchemaRegistry
-from tests.kafka_read import read_all
+from tests.kafka_read import latest_by_key, read_all
 
 ACCEPTED = "source_topic LIKE '%events.clean'"  # derived events share the table
 PER_EVENT_COUNTS = (
@@ -143,14 +143,8 @@ def test_events_flow_from_http_to_clickhouse_and_xp_projection(
     )
     assert sorted(row[2] for row in derived) == [50, 61, 85]
 
-    registry = FileSchemaRegistry.from_files()
-
     def latest_xp() -> dict[str, int]:
-        latest = {}
-        for message in read_all(settings.kafka_bootstrap, settings.topic(PROJECTIONS_XP)):
-            value = decode(registry, message.value)
-            latest[message.key.decode()] = value["xp"]
-        return latest
+        return {user: v["xp"] for user, v in _latest_by_key(settings, PROJECTIONS_XP).items()}
 
     xp = _wait_until(
         lambda: (v := latest_xp()) and len(v) == 2 and v,
@@ -232,11 +226,7 @@ def _generated_log(rng: random.Random, now: datetime) -> list[dict[str, Any]]:
 
 
 def _latest_by_key(settings: Settings, topic: str) -> dict[str, dict[str, Any]]:
-    registry = FileSchemaRegistry.from_files()
-    latest = {}
-    for message in read_all(settings.kafka_bootstrap, settings.topic(topic)):
-        latest[message.key.decode()] = decode(registry, message.value)
-    return latest
+    return latest_by_key(settings.kafka_bootstrap, settings.topic(topic))
 
 
 def test_live_projections_equal_the_fold_of_the_same_log(

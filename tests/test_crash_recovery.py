@@ -68,6 +68,15 @@ async def produce(settings: Settings, events: list[dict[str, Any]]) -> None:
         await producer.stop()
 
 
+def produce_and_expect(
+    settings: Settings, events: list[dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Put the log on events.raw; return the user progress its fold says must be published."""
+    asyncio.run(produce(settings, events))
+    folded = fold_log(Event.from_envelope(e) for e in events).learners
+    return {u: outputs.user_progress(u, s) for u, s in folded.items()}
+
+
 def published_progress(settings: Settings) -> dict[str, dict[str, Any]]:
     return latest_by_key(settings.kafka_bootstrap, settings.topic(PROJECTIONS_USER_PROGRESS))
 
@@ -112,11 +121,7 @@ def run_with_kills(
 def test_sigkilled_worker_restarts_to_exactly_the_fold(settings: Settings) -> None:
     rng = random.Random(2026)
     events = generated(rng)
-    expected = {
-        u: outputs.user_progress(u, s)
-        for u, s in fold_log(Event.from_envelope(e) for e in events).learners.items()
-    }
-    asyncio.run(produce(settings, events))
+    expected = produce_and_expect(settings, events)
 
     log_path = os.environ.get("LEARNSTREAM_CRASH_LOG", os.devnull)
     with open(log_path, "a") as worker_log:
@@ -137,11 +142,7 @@ def test_second_worker_joining_mid_run_gives_the_same_state(settings: Settings) 
         drills=("d1", "d2", "d3"),
     )
     events += [dict(e) for e in rng.sample(events, len(events) // 20)]
-    expected = {
-        u: outputs.user_progress(u, s)
-        for u, s in fold_log(Event.from_envelope(e) for e in events).learners.items()
-    }
-    asyncio.run(produce(settings, events))
+    expected = produce_and_expect(settings, events)
     log_path = os.environ.get("LEARNSTREAM_CRASH_LOG", os.devnull)
     with open(log_path, "a") as worker_log:
         group = ServiceGroup(env=settings.as_env(), out=worker_log)

@@ -38,15 +38,16 @@ def record(event_id: str) -> bytes:
     return encode(REGISTRY.id_for(kind.subject, kind.schema), kind.parsed, outcome.datum)
 
 
-async def produce(settings: Settings, sends: list[tuple[str, int]]) -> None:
+async def produce(settings: Settings, sends: list[tuple[bytes, int | None]]) -> None:
+    """(value, record timestamp or None for now) onto events.raw, one learner's key, in order."""
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True
     )
     await producer.start()
     try:
-        for event_id, at_ms in sends:
+        for value, at_ms in sends:
             await producer.send_and_wait(
-                settings.topic(EVENTS_RAW), record(event_id), key=b"usr_12345", timestamp_ms=at_ms
+                settings.topic(EVENTS_RAW), value, key=b"usr_12345", timestamp_ms=at_ms
             )
     finally:
         await producer.stop()
@@ -59,11 +60,11 @@ def test_repeat_within_window_dropped_after_window_new(settings: Settings, tmp_p
         produce(
             windowed,
             [
-                (a, T0_MS),
-                (a, T0_MS + 500),
-                (a, T0_MS + 5_000),
-                (b, T0_MS + 5_000),
-                (b, T0_MS + 5_400),
+                (record(a), T0_MS),
+                (record(a), T0_MS + 500),
+                (record(a), T0_MS + 5_000),
+                (record(b), T0_MS + 5_000),
+                (record(b), T0_MS + 5_400),
             ],
         )
     )
@@ -94,20 +95,7 @@ def test_undecodable_record_is_dead_lettered_and_the_partition_flows_on(
     settings: Settings,
 ) -> None:
     good = str(uuid.uuid4())
-
-    async def send() -> None:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True
-        )
-        await producer.start()
-        try:
-            topic = settings.topic(EVENTS_RAW)
-            await producer.send_and_wait(topic, b"\x00garbage", key=b"usr_12345")
-            await producer.send_and_wait(topic, record(good), key=b"usr_12345")
-        finally:
-            await producer.stop()
-
-    asyncio.run(send())
+    asyncio.run(produce(settings, [(b"\x00garbage", None), (record(good), None)]))
     with open(os.devnull, "w") as quiet:
         group = ServiceGroup(env=settings.as_env(), out=quiet)
         group.start("processors")

@@ -18,6 +18,7 @@ from fastavro import parse_schema
 from fastavro.schema import to_parsing_canonical_form
 
 from schemas.catalog import EventCatalog, Schema, default_catalog, load_named_schema
+from schemas.evolution import released_versions
 
 PROJECTION_SCHEMA_FILES = (
     "projections/user_xp.avsc",
@@ -84,6 +85,8 @@ class FileSchemaRegistry:
     def from_files(cls, catalog: EventCatalog | None = None) -> FileSchemaRegistry:
         catalog = catalog if catalog is not None else default_catalog()
         schemas = [t.schema for t in catalog.values()]
+        # released versions too: records written before a schema change must still decode
+        schemas += [s for versions in released_versions(catalog).values() for s in versions]
         schemas += [load_named_schema(name) for name in PROJECTION_SCHEMA_FILES]
         return cls(schemas)
 

@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck unit kafka-up kafka-down bench clean help
+.PHONY: run test lint typecheck unit kafka-up kafka-down bench clean help openapi
 
 help:
 	@echo "make run    - start Kafka, collector, processors and sink (Ctrl-C stops all)"
@@ -33,6 +33,10 @@ typecheck: $(STAMP)
 test: lint typecheck
 	@$(VENV)/bin/pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
+
+# the committed API document; tests/test_openapi.py fails when it is stale
+openapi: $(STAMP)
+	$(PY) -m collector openapi > collector/openapi.json
 
 kafka-up: $(STAMP)
 	$(PY) -m devstack kafka start

@@ -1,9 +1,14 @@
-"""``python -m collector``: serve the collector with settings from the environment."""
+"""``python -m collector``: serve the collector with settings from the environment.
+
+``python -m collector openapi`` prints the OpenAPI document instead (the committed
+``collector/openapi.json`` is its output; a test keeps the two equal)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import sys
 
 import uvicorn
 
@@ -16,7 +21,20 @@ from schemas.catalog import default_catalog
 from schemas.registry import registry_for
 
 
+def openapi_document() -> str:
+    app = create_app(
+        Settings(environment="development"),
+        default_catalog(),
+        registry_for(None),
+        KafkaPublisher("unused:9092", 1.0),
+    )
+    return json.dumps(app.openapi(), indent=2, sort_keys=True) + "\n"
+
+
 def main() -> None:
+    if sys.argv[1:] == ["openapi"]:
+        sys.stdout.write(openapi_document())
+        return
     settings = Settings()
     configure_logging("collector", settings.log_level)
     asyncio.run(ensure_topics(settings))

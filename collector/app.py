@@ -13,13 +13,16 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
-from collector.enrichment import enrich, partition_key
+from collector import api_docs
+from collector.auth import USER_TOKEN_HEADER, Authenticator, AuthError, Caller, bind_to_caller
+from collector.enrichment import EnrichmentPolicy, Sender, enrich, partition_key
+from collector.metrics import CONTENT_TYPE, CollectorMetrics
 from collector.publisher import PublishUnavailable
 from learnstream.dead_letters import dead_letter
 from learnstream.settings import Settings
@@ -54,10 +57,20 @@ class _Record:
     value: bytes
 
 
+@dataclass(frozen=True)
+class _Refusal:
+    """Why one event was not accepted, and the status a single post answers with."""
+
+    status: int
+    reason: str  # the metrics label
+    errors: tuple[FieldError, ...]
+
+
 class _BadRequest(Exception):
-    def __init__(self, status: int, errors: tuple[FieldError, ...]) -> None:
+    def __init__(self, status: int, reason: str, errors: tuple[FieldError, ...]) -> None:
         super().__init__(errors)
         self.status = status
+        self.reason = reason
         self.errors = errors
 
 
@@ -84,8 +97,18 @@ def create_app(
     publisher: Publisher,
     clock: Clock = _utc_now,
 ) -> FastAPI:
+    if settings.environment == "production" and not settings.write_keys:
+        raise ValueError(
+            "production needs LEARNSTREAM_WRITE_KEYS: an open collector accepts anyone"
+        )
     raw_topic = settings.topic(EVENTS_RAW)
     invalid_topic = settings.topic(EVENTS_INVALID)
+    authenticator = Authenticator(settings.write_keys, settings.user_token_secrets)
+    policy = EnrichmentPolicy(
+        ip_handling=settings.client_ip,
+        clock_skew_tolerance=timedelta(seconds=settings.clock_skew_tolerance_s),
+    )
+    metrics = CollectorMetrics()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -95,98 +118,153 @@ def create_app(
         finally:
             await publisher.stop()
 
-    app = FastAPI(title="learnstream collector", version="1", lifespan=lifespan)
+    app = FastAPI(
+        title="learnstream collector",
+        version="1",
+        description=api_docs.DESCRIPTION,
+        lifespan=lifespan,
+    )
 
-    async def reject(raw: str, errors: tuple[FieldError, ...], received_at: datetime) -> None:
-        await publisher.publish(invalid_topic, None, dead_letter(raw, errors, received_at))
+    async def reject(
+        raw: str,
+        reason: str,
+        errors: tuple[FieldError, ...],
+        received_at: datetime,
+        key: str | None,
+    ) -> None:
+        metrics.rejected.labels(reason).inc()
+        letter = dead_letter(raw, errors, received_at, key_id=key)
+        await publisher.publish(invalid_topic, None, letter)
+
+    def sender_of(request: Request) -> Sender:
+        ip = request.client.host if request.client else None
+        if settings.forwarded_for_header:
+            forwarded = request.headers.get(settings.forwarded_for_header)
+            ip = forwarded.split(",")[0].strip() if forwarded else ip
+        return Sender(ip=ip, user_agent=request.headers.get("user-agent"))
+
+    def caller_of(request: Request) -> Caller:
+        return authenticator.caller(
+            request.headers.get("authorization"), request.headers.get(USER_TOKEN_HEADER)
+        )
 
     def parse_json(request: Request, body: bytes, limit: int) -> Any:
         """The parsed body, or a _BadRequest saying what is wrong with it."""
         content_type = request.headers.get("content-type", "application/json")
         if "json" not in content_type:
-            raise _BadRequest(415, (FieldError("(body)", f"must be JSON, not {content_type}"),))
+            error = FieldError("(body)", f"must be JSON, not {content_type}")
+            raise _BadRequest(415, "unsupported_media_type", (error,))
         if len(body) > limit:
-            raise _BadRequest(413, (FieldError("(body)", f"larger than {limit} bytes"),))
+            raise _BadRequest(
+                413, "too_large", (FieldError("(body)", f"larger than {limit} bytes"),)
+            )
         try:
             return json.loads(body)
         except ValueError as exc:
-            raise _BadRequest(400, (FieldError("(body)", f"is not valid JSON: {exc}"),)) from None
+            error = FieldError("(body)", f"is not valid JSON: {exc}")
+            raise _BadRequest(400, "malformed_json", (error,)) from None
 
-    def prepare(payload: Any, received_at: datetime) -> _Record | tuple[FieldError, ...]:
-        outcome = validate_event(catalog, payload, received_at)
+    def prepare(
+        payload: Any, received_at: datetime, caller: Caller, sender: Sender
+    ) -> _Record | _Refusal:
+        bound = bind_to_caller(caller, payload)
+        if isinstance(bound, tuple):
+            return _Refusal(403, "forbidden", bound)
+        outcome = validate_event(catalog, bound, received_at)
         if not isinstance(outcome, Accepted):
-            return outcome.errors
+            return _Refusal(422, "invalid_event", outcome.errors)
         event_type = outcome.event_type
-        datum = enrich(event_type, outcome.datum, received_at)
+        datum = enrich(event_type, outcome.datum, received_at, sender, policy)
         schema_id = registry.id_for(event_type.subject, event_type.schema)
         return _Record(
             datum["event_id"], partition_key(datum), encode(schema_id, event_type.parsed, datum)
         )
 
-    async def publish_all(records: list[_Record]) -> None:
+    async def publish_all(records: list[_Record], received_at: datetime) -> None:
         # all in flight at once; any failure fails the request, and the client's retry
         # of the whole batch is safe because processors drop repeated event_ids
         await asyncio.gather(*(publisher.publish(raw_topic, r.key, r.value) for r in records))
+        metrics.accepted.inc(len(records))
+        metrics.publish_seconds.observe((clock() - received_at).total_seconds())
 
     async def answer(
-        raw: str, received_at: datetime, handle: Callable[[], Awaitable[JSONResponse]]
+        raw: str,
+        received_at: datetime,
+        request: Request,
+        handle: Callable[[Caller, Sender], Awaitable[JSONResponse]],
     ) -> JSONResponse:
-        """Run one request's work: a bad request is explained and dead-lettered, and a
-        Kafka that does not acknowledge becomes 503, never a 500 or a silent drop."""
+        """Run one request's work: a refused request is explained and dead-lettered, and
+        a Kafka that does not acknowledge becomes 503, never a 500 or a silent drop."""
+        key: str | None = None
         try:
             try:
-                return await handle()
+                caller = caller_of(request)
+                key = caller.key_id
+                return await handle(caller, sender_of(request))
+            except AuthError as refused:
+                error = FieldError("Authorization", refused.message)
+                reason = "unauthenticated" if refused.status == 401 else "forbidden"
+                await reject(raw[:10_000], reason, (error,), received_at, key)
+                return JSONResponse({"errors": _errors((error,))}, status_code=refused.status)
             except _BadRequest as bad:
-                await reject(raw[:10_000], bad.errors, received_at)
+                await reject(raw[:10_000], bad.reason, bad.errors, received_at, key)
                 return JSONResponse({"errors": _errors(bad.errors)}, status_code=bad.status)
         except PublishUnavailable as exc:
             log.warning("publish failed: %s", exc)
+            metrics.rejected.labels("unavailable").inc()
             return _unavailable(str(exc))
 
-    @app.post("/v1/events", status_code=202)
+    @app.post("/v1/events", status_code=202, **api_docs.SINGLE)
     async def post_event(request: Request) -> JSONResponse:
+        """Validate, enrich and durably store one event."""
         received_at = clock()
         body = await request.body()
         raw = body.decode("utf-8", errors="replace")
 
-        async def handle() -> JSONResponse:
-            prepared = prepare(parse_json(request, body, MAX_BODY_BYTES), received_at)
-            if not isinstance(prepared, _Record):
-                await reject(raw, prepared, received_at)
-                return JSONResponse({"errors": _errors(prepared)}, status_code=422)
-            await publish_all([prepared])
+        async def handle(caller: Caller, sender: Sender) -> JSONResponse:
+            payload = parse_json(request, body, MAX_BODY_BYTES)
+            prepared = prepare(payload, received_at, caller, sender)
+            if isinstance(prepared, _Refusal):
+                await reject(raw, prepared.reason, prepared.errors, received_at, caller.key_id)
+                return JSONResponse({"errors": _errors(prepared.errors)}, prepared.status)
+            await publish_all([prepared], received_at)
             return JSONResponse(
                 {"status": "accepted", "event_id": prepared.event_id}, status_code=202
             )
 
-        return await answer(raw, received_at, handle)
+        return await answer(raw, received_at, request, handle)
 
-    @app.post("/v1/events/batch", status_code=202)
+    @app.post("/v1/events/batch", status_code=202, **api_docs.BATCH)
     async def post_batch(request: Request) -> JSONResponse:
-        """``{"sent_at": ..., "events": [...]}``: up to 500 events, accepted one by one."""
+        """Up to 500 events, accepted or rejected one by one."""
         received_at = clock()
         body = await request.body()
         raw = body.decode("utf-8", errors="replace")
 
-        async def handle() -> JSONResponse:
+        async def handle(caller: Caller, sender: Sender) -> JSONResponse:
             events, sent_at = _batch_shape(parse_json(request, body, MAX_BATCH_BODY_BYTES))
+            metrics.batch_size.observe(len(events))
             records: list[_Record] = []
             rejected: list[dict[str, Any]] = []
             for index, event in enumerate(events):
                 stamped = event
                 if sent_at is not None and isinstance(event, dict) and "sent_at" not in event:
                     stamped = {**event, "sent_at": sent_at}
-                prepared = prepare(stamped, received_at)
+                prepared = prepare(stamped, received_at, caller, sender)
                 if isinstance(prepared, _Record):
                     records.append(prepared)
                     continue
                 event_id = event.get("event_id") if isinstance(event, dict) else None
-                rejected.append({"index": index, "event_id": event_id, "errors": _errors(prepared)})
-                await reject(json.dumps(event), prepared, received_at)  # as the client sent it
-            await publish_all(records)
+                errors = _errors(prepared.errors)
+                rejected.append({"index": index, "event_id": event_id, "errors": errors})
+                # the event as the client sent it
+                await reject(
+                    json.dumps(event), prepared.reason, prepared.errors, received_at, caller.key_id
+                )
+            await publish_all(records, received_at)
             return JSONResponse({"accepted": len(records), "rejected": rejected}, status_code=202)
 
-        return await answer(raw, received_at, handle)
+        return await answer(raw, received_at, request, handle)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -198,29 +276,44 @@ def create_app(
             return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "kafka unreachable"}, status_code=503)
 
+    @app.get("/metrics", response_class=Response)
+    async def prometheus_metrics() -> Response:
+        """Prometheus text format: accepted, rejected by reason, publish latency, batch sizes."""
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE)
+
     return app
 
 
 def _batch_shape(payload: Any) -> tuple[list[Any], str | None]:
     """The events list and batch-level sent_at, or a _BadRequest naming the problem."""
     if not isinstance(payload, dict):
-        raise _BadRequest(422, (FieldError("(body)", "must be an object with 'events'"),))
+        raise _BadRequest(
+            422, "invalid_event", (FieldError("(body)", "must be an object with 'events'"),)
+        )
     events = payload.get("events")
     if not isinstance(events, list):
-        raise _BadRequest(422, (FieldError("events", "is required and must be an array"),))
+        raise _BadRequest(
+            422, "invalid_event", (FieldError("events", "is required and must be an array"),)
+        )
     if len(events) > MAX_BATCH_EVENTS:
-        raise _BadRequest(413, (FieldError("events", f"more than {MAX_BATCH_EVENTS} events"),))
+        raise _BadRequest(
+            413, "too_large", (FieldError("events", f"more than {MAX_BATCH_EVENTS} events"),)
+        )
     unknown = sorted(set(payload) - {"events", "sent_at"})
     if unknown:
-        raise _BadRequest(422, tuple(FieldError(name, "unknown field") for name in unknown))
+        raise _BadRequest(
+            422, "invalid_event", tuple(FieldError(name, "unknown field") for name in unknown)
+        )
     sent_at = payload.get("sent_at")
     if sent_at is None:
         return events, None
     if not isinstance(sent_at, str):
-        raise _BadRequest(422, (FieldError("sent_at", "must be an ISO 8601 string"),))
+        raise _BadRequest(
+            422, "invalid_event", (FieldError("sent_at", "must be an ISO 8601 string"),)
+        )
     try:
         parse_timestamp(sent_at)
     except ValueError as exc:
         message = f"is not a valid timestamp: {exc}"
-        raise _BadRequest(422, (FieldError("sent_at", message),)) from None
+        raise _BadRequest(422, "invalid_event", (FieldError("sent_at", message),)) from None
     return events, sent_at

@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import ipaddress
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
+
+from ua_parser import parse as parse_ua
 
 from schemas.catalog import EventType
 
 # Seed 004: standard 7 years, sensitive 3 years, PII 1 year, system events 1 year.
 RETENTION_DAYS = {"standard": 2555, "sensitive": 1095, "pii": 365}
 SYSTEM_RETENTION_DAYS = 365
+IPV4_KEPT_BITS = 24
+IPV6_KEPT_BITS = 48
+
+
+@dataclass(frozen=True)
+class Sender:
+    """What the request itself says about the device, beyond the payload."""
+
+    ip: str | None  # as seen by the collector (or the trusted proxy header); never stored
+    user_agent: str | None  # the request's User-Agent header
+
+
+@dataclass(frozen=True)
+class EnrichmentPolicy:
+    ip_handling: str  # "truncate" | "drop"
+    clock_skew_tolerance: timedelta
 
 
 def default_retention_days(event_type: EventType, privacy_level: str) -> int:
@@ -18,12 +39,87 @@ def default_retention_days(event_type: EventType, privacy_level: str) -> int:
     return RETENTION_DAYS[privacy_level]
 
 
-def enrich(event_type: EventType, datum: dict[str, Any], received_at: datetime) -> dict[str, Any]:
+def truncate_ip(address: str | None) -> str | None:
+    """The /24 (IPv4) or /48 (IPv6) network an address is in; None if it isn't one."""
+    if not address:
+        return None
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    bits = IPV4_KEPT_BITS if ip.version == 4 else IPV6_KEPT_BITS
+    return str(ipaddress.ip_network(f"{ip}/{bits}", strict=False).network_address)
+
+
+@lru_cache(maxsize=4096)  # apps send the same few user agents over and over
+def parsed_user_agent(user_agent: str) -> tuple[str | None, str | None, str | None]:
+    """(platform, browser, version) from a user agent, by the uap-core rules."""
+    result = parse_ua(user_agent)
+    # cut to the envelope's field limits; uap-core names are far shorter in practice
+    platform = result.os.family[:32] if result.os and result.os.family != "Other" else None
+    agent = result.user_agent
+    if agent is None or agent.family == "Other":
+        return platform, None, None
+    version = ".".join(p for p in (agent.major, agent.minor) if p)[:64] or None
+    return platform, agent.family[:64], version
+
+
+def corrected_timestamp(
+    timestamp: datetime, sent_at: datetime | None, received_at: datetime, tolerance: timedelta
+) -> tuple[datetime, datetime | None]:
+    """(timestamp, original) with the device's clock error taken out.
+
+    A device stamps both the event and the send with its own clock, so received_at -
+    sent_at is how far that clock is off (plus transit time, which is why small
+    differences are left alone). Returns the original only when it was corrected.
+    """
+    if sent_at is None:
+        return timestamp, None
+    skew = received_at - sent_at
+    if abs(skew) <= tolerance:
+        return timestamp, None
+    return timestamp + skew, timestamp
+
+
+def enrich(
+    event_type: EventType,
+    datum: dict[str, Any],
+    received_at: datetime,
+    sender: Sender,
+    policy: EnrichmentPolicy,
+) -> dict[str, Any]:
     enriched = dict(datum)
     enriched["received_at"] = received_at
     if enriched.get("retention_days") is None:
         enriched["retention_days"] = default_retention_days(event_type, enriched["privacy_level"])
+    enriched["timestamp"], enriched["original_timestamp"] = corrected_timestamp(
+        datum["timestamp"], datum.get("sent_at"), received_at, policy.clock_skew_tolerance
+    )
+    enriched["client_ip"] = truncate_ip(sender.ip) if policy.ip_handling == "truncate" else None
+    enriched["device_info"] = _with_parsed_user_agent(datum.get("device_info"), sender.user_agent)
     return enriched
+
+
+def _with_parsed_user_agent(
+    device_info: dict[str, Any] | None, header_user_agent: str | None
+) -> dict[str, Any] | None:
+    """Fill platform/browser/version the client left empty from its user agent (the
+    payload's, else the request's header, which is the browser's own for web apps)."""
+    info = dict(device_info) if device_info else {}
+    user_agent = info.get("user_agent") or header_user_agent
+    if not user_agent:
+        return device_info
+    platform, browser, version = parsed_user_agent(user_agent[:1024])
+    info.setdefault("user_agent", None)
+    info["user_agent"] = info["user_agent"] or user_agent[:1024]
+    for name, value in (("platform", platform), ("browser", browser), ("version", version)):
+        if info.get(name) is None:
+            info[name] = value
+    for name in ("screen_resolution", "timezone"):
+        info.setdefault(name, None)
+    return info
 
 
 def partition_key(datum: dict[str, Any]) -> bytes:

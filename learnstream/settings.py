@@ -58,6 +58,30 @@ class Settings(BaseSettings):
     publish_timeout_s: float = Field(
         default=5.0, gt=0, description="Upper bound on waiting for a Kafka ack before 503."
     )
+    write_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description='Write key -> organization_id: {"wk_live_abc": "org-1"}. '
+        "Set: every request needs Authorization: Bearer <key>. Required in production.",
+    )
+    user_token_secrets: dict[str, str] = Field(
+        default_factory=dict,
+        description="organization_id -> HS256 secret for end-user JWTs (X-User-Token); "
+        "set for an organization, its events need one and user_id becomes the token's sub.",
+    )
+    client_ip: str = Field(
+        default="truncate",
+        pattern="^(truncate|drop)$",
+        description="truncate (IPv4 /24, IPv6 /48) or drop the sender's IP; never stored whole.",
+    )
+    forwarded_for_header: str | None = Field(
+        default=None,
+        description="Header carrying the client IP behind a trusted proxy (X-Forwarded-For).",
+    )
+    clock_skew_tolerance_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="sent_at vs receipt beyond this is device clock skew: timestamps are shifted.",
+    )
 
     # Processors
     dedup_window_hours: float = Field(

@@ -19,6 +19,8 @@ EVENT_COLUMNS = (
     "user_id",
     "session_id",
     "organization_id",
+    "client_ip",
+    "original_timestamp",
     "timezone",
     "content_id",
     "course_id",
@@ -61,6 +63,8 @@ def event_row(
         datum.get("user_id") or "",
         datum.get("session_id") or "",
         datum.get("organization_id") or "",
+        datum.get("client_ip") or "",
+        datum.get("original_timestamp"),
         device_info.get("timezone") or "",
         properties.get("content_id") or "",
         properties.get("course_id") or "",
@@ -82,6 +86,7 @@ def event_row(
 INVALID_COLUMNS = (
     "received_at",
     "source",
+    "key_id",
     "raw",
     "errors",
     "error_fields",
@@ -101,6 +106,7 @@ def invalid_row(
     return [
         received_at,
         str(letter.get("source", "")),
+        str(letter.get("key_id") or ""),
         str(letter.get("raw", "")),
         json.dumps(errors, sort_keys=True),
         [str(e.get("field", "")) for e in errors if isinstance(e, dict)],

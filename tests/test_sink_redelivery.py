@@ -19,6 +19,7 @@ from sinks.clickhouse import migrate
 from sinks.event_sink import EventSink
 from sinks.routes import event_route, invalid_route
 from sinks.writer import ClickHouseWriter
+from tests.conftest import REPO
 
 CATALOG = default_catalog()
 REGISTRY = FileSchemaRegistry.from_files(CATALOG)
@@ -168,8 +169,13 @@ def test_longest_retention_does_not_expire_rows_early(clickhouse: Any) -> None:
 
 def test_migrations_apply_once(settings: Settings, clickhouse: Any) -> None:
     applied = clickhouse.query("SELECT version FROM schema_migrations ORDER BY version")
-    assert [v for (v,) in applied.result_rows] == ["0001_events", "0002_events_invalid"]
+    files = sorted(f.stem for f in (REPO / "sinks" / "migrations").glob("*.sql"))
+    assert [v for (v,) in applied.result_rows] == files
+    assert "0003_sender_columns" in files
     assert migrate(clickhouse, settings.clickhouse_database) == []
+    # 0003's columns are there, after 0001's tables were created without them
+    clickhouse.query("SELECT client_ip, original_timestamp FROM events LIMIT 0")
+    clickhouse.query("SELECT key_id FROM events_invalid LIMIT 0")
 
 
 async def produce_dead_letters(settings: Settings, count: int) -> None:

@@ -61,6 +61,8 @@ def run(settings: Settings) -> int:
         group.start_all()
         print(banner(settings), flush=True)
         while not stop_requested.wait(0.5):
+            for label in group.restart_asked():
+                log.warning("%s asked to be restarted; restarted it", label)
             if exited := group.exited():
                 log.error("service stopped unexpectedly: %s; stopping the rest", exited)
                 code = 1

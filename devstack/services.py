@@ -22,6 +22,14 @@ SERVICES: Mapping[str, list[str]] = {
 }
 
 
+EX_TEMPFAIL = 75  # sysexits.h: "try again later"
+
+
+def _service_of(process: subprocess.Popen[bytes]) -> str:
+    command = list(process.args)  # type: ignore[arg-type]
+    return next(name for name, argv in SERVICES.items() if argv == command)
+
+
 def free_port() -> int:
     """A loopback port nobody listens on right now."""
     with socket.socket() as sock:
@@ -73,6 +81,16 @@ class ServiceGroup:
 
     def exited(self) -> dict[str, int]:
         return {n: p.returncode for n, p in self.processes.items() if p.poll() is not None}
+
+    def restart_asked(self) -> list[str]:
+        """Restart every service that exited asking for it (EX_TEMPFAIL, as a processors
+        worker does when it notices a stalled partition); returns their names."""
+        restarted = []
+        for label, code in self.exited().items():
+            if code == EX_TEMPFAIL:
+                self.start(_service_of(self.processes[label]), label)
+                restarted.append(label)
+        return restarted
 
     def kill(self, name: str) -> None:
         """SIGKILL: the crash case, no chance to flush or commit."""

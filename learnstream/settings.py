@@ -87,6 +87,23 @@ class Settings(BaseSettings):
     dedup_window_hours: float = Field(
         default=24.0, gt=0, description="A repeated event_id is dropped within this window."
     )
+    processors_generation: int = Field(
+        default=1,
+        ge=1,
+        description="Which processors generation runs; `python -m processors replay` builds "
+        "the next one from the raw log.",
+    )
+    table_store: str | None = Field(
+        default=None,
+        description="Faust table store: memory:// or rocksdb://. Unset: rocksdb:// in "
+        "production (state on disk), memory:// elsewhere.",
+    )
+    processor_stall_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="A processors worker exits (for its supervisor to restart it) when one of "
+        "its partitions has waiting records and no progress for this long.",
+    )
     sample_rate_overrides: dict[str, float] = Field(
         default_factory=dict,
         description='Sample rates per event type over the seed defaults: {"page_view": 0.05}.',
@@ -113,6 +130,12 @@ class Settings(BaseSettings):
     def kafka_port(self) -> int:
         """Port of the first bootstrap server (the devstack broker listens there)."""
         return int(self.kafka_bootstrap.split(",")[0].rsplit(":", 1)[1])
+
+    @property
+    def faust_store(self) -> str:
+        if self.table_store:
+            return self.table_store
+        return "rocksdb://" if self.environment == "production" else "memory://"
 
     @property
     def chdb_path(self) -> Path:

@@ -8,12 +8,16 @@ Table values are small JSON dicts (Faust's default table codec).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
 import mode
+from aiokafka.errors import KafkaError
 from fastavro import parse_schema
 
 from learnstream.dead_letters import dead_letter
@@ -33,7 +37,9 @@ from processors import outputs
 from processors.consent import CONSENT_EVENT, allowed, updated_consent
 from processors.dedup_window import ExpiryQueue
 from processors.delivery import Position, Seen, already_applied, classify
+from processors.generations import Handover, group_id
 from processors.sampling import keeps, sample_rate
+from processors.watchdog import StallWatch
 from projections.events import Event
 from projections.learner import LearnerState, apply, from_json, to_json
 from schemas.catalog import EventCatalog, load_named_schema
@@ -65,11 +71,19 @@ def _raw_topic(app: faust.App, name: str) -> Any:
     )
 
 
-def create_app(settings: Settings, registry: SchemaRegistry, catalog: EventCatalog) -> faust.App:
+def create_app(
+    settings: Settings,
+    registry: SchemaRegistry,
+    catalog: EventCatalog,
+    handover: Handover | None = None,
+) -> faust.App:
+    """The processors app of ``settings.processors_generation``; below ``handover`` (see
+    processors.generations) it rebuilds state without re-emitting events."""
+    emits_from = handover or {}
     app = faust.App(
-        settings.topic("learnstream-processors"),
+        group_id(settings, settings.processors_generation),
         broker=f"kafka://{settings.kafka_bootstrap}",
-        store="memory://",
+        store=settings.faust_store,
         datadir=str(settings.faust_data_dir),
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication,
@@ -108,6 +122,36 @@ def create_app(settings: Settings, registry: SchemaRegistry, catalog: EventCatal
     async def on_revoked(sender: Any, revoked: Any = (), **kwargs: Any) -> None:
         for tp in revoked:
             expiry.forget_partition(tp.partition)
+
+    watch = StallWatch(timeout_s=settings.processor_stall_timeout_s)
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def on_assigned(sender: Any, assigned: Any = (), **kwargs: Any) -> None:
+        mine = {tp.partition for tp in assigned if tp.topic == raw_topic.get_topic_name()}
+        watch.assigned(mine, time.monotonic())
+
+    @app.timer(interval=10.0)  # type: ignore[untyped-decorator]
+    async def exit_when_stalled() -> None:
+        now = time.monotonic()
+        if app.in_recovery or app.rebalancing:
+            watch.idle(now)
+            return
+        mine = [tp for tp in app.consumer.assignment() if tp.topic == raw_topic.get_topic_name()]
+        if not mine:
+            return
+        try:  # bounded: a broker that does not answer is not evidence of a stall
+            highwaters = await asyncio.wait_for(app.consumer.highwaters(*mine), 5.0)
+            positions = {
+                tp.partition: await asyncio.wait_for(app.consumer.position(tp), 5.0) for tp in mine
+            }
+        except (TimeoutError, KafkaError) as exc:
+            log.warning("stall check skipped: %r", exc)
+            return
+        found = watch.stalls({tp.partition: o for tp, o in highwaters.items()}, positions, now)
+        if found:
+            log.critical("partitions stalled, exiting for a restart: %s", found)
+            logging.shutdown()
+            os._exit(75)  # EX_TEMPFAIL; every effect is tied to its offset, so this is safe
 
     def forget_expired(partition: int, now_ms: int) -> None:
         if not expiry.knows(partition):  # first record since (re)assignment: what's held?
@@ -160,7 +204,9 @@ def create_app(settings: Settings, registry: SchemaRegistry, catalog: EventCatal
                 )
             await spots.publish(user, outputs.learner_blind_spots(user, state))
 
-    async def fold_learner(event: Event, datum: dict[str, Any], here: Position) -> None:
+    async def fold_learner(
+        event: Event, datum: dict[str, Any], here: Position, replaying: bool
+    ) -> None:
         assert event.user_id is not None
         stored = learners.get(event.user_id)
         state = from_json(stored["state"]) if stored else LearnerState()
@@ -175,7 +221,8 @@ def create_app(settings: Settings, registry: SchemaRegistry, catalog: EventCatal
                 "applied": here.as_json(),
                 "derived": derived,
             }
-        await publish_learner(event, datum, state, derived)
+        # replaying: the previous generation already wrote these derived events
+        await publish_learner(event, datum, state, [] if replaying else derived)
 
     def consent_allows(event: Event, category: str) -> bool:
         if event.user_id is None:
@@ -189,12 +236,16 @@ def create_app(settings: Settings, registry: SchemaRegistry, catalog: EventCatal
     async def process_raw(stream: faust.StreamT[bytes]) -> None:
         async for message in stream.events():
             here = Position(message.message.partition, message.message.offset)
+            watch.processed(here.partition, here.offset, time.monotonic())
+            replaying = here.offset < emits_from.get(here.partition, 0)
             data: bytes = message.value
             try:
                 datum = decode(registry, data)
                 event = Event.from_envelope(datum)
                 event_type = catalog[event.event_type]
             except Exception as exc:  # undecodable bytes must not stop the partition
+                if replaying:  # dead-lettered by the previous generation
+                    continue
                 log.error("undecodable message at %s: %r", here, exc)
                 letter = dead_letter(
                     data.hex(),
@@ -226,9 +277,10 @@ def create_app(settings: Settings, registry: SchemaRegistry, catalog: EventCatal
                 data = encode(
                     registry.id_for(event_type.subject, event_type.schema), event_type.parsed, datum
                 )
-            await clean_topic.send(key=message.key, value=data)
+            if not replaying:
+                await clean_topic.send(key=message.key, value=data)
             if event.user_id is not None:
-                await fold_learner(event, datum, here)
+                await fold_learner(event, datum, here, replaying)
 
     @app.timer(interval=60.0)  # type: ignore[untyped-decorator]
     async def report_counters() -> None:

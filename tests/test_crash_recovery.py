@@ -4,33 +4,21 @@ it finally publishes must equal the fold of the deduplicated log exactly."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import time
-from datetime import UTC, datetime
-from typing import Any
-
-from aiokafka import AIOKafkaProducer
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
 
 from bench import workload
 from devstack.services import ServiceGroup
 from learnstream.settings import Settings
-from learnstream.topics import EVENTS_RAW, PROJECTIONS_USER_PROGRESS
-from processors import outputs
-from projections.events import Event
-from projections.fold import fold_log
-from schemas.catalog import default_catalog
-from schemas.codec import encode
-from schemas.registry import FileSchemaRegistry
-from schemas.validation import Accepted, validate_event
-from tests.kafka_read import latest_by_key
+from tests.crash_helpers import produce_and_expect, published_progress, wait_until_caught_up
 
 EVENT_COUNT = int(os.environ.get("LEARNSTREAM_CRASH_EVENTS", "50000"))
 KILLS = 5
-CATALOG = default_catalog()
-REGISTRY = FileSchemaRegistry.from_files(CATALOG)
-NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
 
 def generated(rng: random.Random) -> list[dict[str, Any]]:
@@ -48,62 +36,31 @@ def generated(rng: random.Random) -> list[dict[str, Any]]:
     return events
 
 
-async def produce(settings: Settings, events: list[dict[str, Any]]) -> None:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=20,
-    )
-    await producer.start()
-    try:
-        for event in events:
-            outcome = validate_event(CATALOG, event, NOW)
-            assert isinstance(outcome, Accepted)
-            kind = outcome.event_type
-            value = encode(REGISTRY.id_for(kind.subject, kind.schema), kind.parsed, outcome.datum)
-            await producer.send(settings.topic(EVENTS_RAW), value, key=event["user_id"].encode())
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
-def produce_and_expect(
-    settings: Settings, events: list[dict[str, Any]]
-) -> dict[str, dict[str, Any]]:
-    """Put the log on events.raw; return the user progress its fold says must be published."""
-    asyncio.run(produce(settings, events))
-    folded = fold_log(Event.from_envelope(e) for e in events).learners
-    return {u: outputs.user_progress(u, s) for u, s in folded.items()}
-
-
-def published_progress(settings: Settings) -> dict[str, dict[str, Any]]:
-    return latest_by_key(settings.kafka_bootstrap, settings.topic(PROJECTIONS_USER_PROGRESS))
-
-
-def wait_until_caught_up(
-    settings: Settings, group: ServiceGroup, expected: dict[str, dict[str, Any]], timeout_s: float
-) -> None:
-    """Until every learner's published progress has applied all of its expected events."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        progress = published_progress(settings)
-        caught_up = [
-            u
-            for u, p in progress.items()
-            if p["events_applied"] >= expected.get(u, {}).get("events_applied", 0)
-        ]
-        if len(caught_up) == len(expected):
-            return
-        assert not group.exited(), "processors died on their own"
-        time.sleep(2)
+@contextmanager
+def worker_log(tmp_path: Path) -> Iterator[IO[str]]:
+    """The workers' interleaved logs; a failure quotes their warnings and errors."""
+    path = Path(os.environ.get("LEARNSTREAM_CRASH_LOG", tmp_path / "workers.log"))
+    with open(path, "a") as log:
+        try:
+            yield log
+        except AssertionError as failure:
+            log.flush()
+            notable = [
+                line.rstrip()
+                for line in path.read_text(errors="replace").splitlines()
+                if any(level in line for level in ("WARNING", "ERROR", "CRITICAL", "Traceback"))
+            ]
+            excerpt = "\n".join(notable[-60:])
+            raise AssertionError(
+                f"{failure}\nworker log ({path}), last warnings:\n{excerpt}"
+            ) from None
 
 
 def run_with_kills(
-    settings: Settings, worker_log: Any, expected: dict[str, dict[str, Any]], rng: random.Random
+    settings: Settings, log: IO[str], expected: dict[str, dict[str, Any]], rng: random.Random
 ) -> int:
     """Kill the worker KILLS times mid-flight, then let it finish; returns the kill count."""
-    group = ServiceGroup(env=settings.as_env(), out=worker_log)
+    group = ServiceGroup(env=settings.as_env(), out=log)
     kills = 0
     try:
         group.start("processors")
@@ -112,25 +69,26 @@ def run_with_kills(
             group.kill("processors")
             kills += 1
             group.start("processors")
-        wait_until_caught_up(settings, group, expected, timeout_s=900)
+        wait_until_caught_up(settings, group, expected, timeout_s=480)
     finally:
         group.stop_all()
     return kills
 
 
-def test_sigkilled_worker_restarts_to_exactly_the_fold(settings: Settings) -> None:
+def test_sigkilled_worker_restarts_to_exactly_the_fold(settings: Settings, tmp_path: Path) -> None:
     rng = random.Random(2026)
     events = generated(rng)
     expected = produce_and_expect(settings, events)
 
-    log_path = os.environ.get("LEARNSTREAM_CRASH_LOG", os.devnull)
-    with open(log_path, "a") as worker_log:
-        kills = run_with_kills(settings, worker_log, expected, rng)
+    with worker_log(tmp_path) as log:
+        kills = run_with_kills(settings, log, expected, rng)
     assert kills == KILLS
     assert published_progress(settings) == expected  # no double XP, no lost day
 
 
-def test_second_worker_joining_mid_run_gives_the_same_state(settings: Settings) -> None:
+def test_second_worker_joining_mid_run_gives_the_same_state(
+    settings: Settings, tmp_path: Path
+) -> None:
     """A rebalance hands partitions, with their table state, from one worker to another."""
     rng = random.Random(7)
     events = workload.events(
@@ -143,14 +101,15 @@ def test_second_worker_joining_mid_run_gives_the_same_state(settings: Settings) 
     )
     events += [dict(e) for e in rng.sample(events, len(events) // 20)]
     expected = produce_and_expect(settings, events)
-    log_path = os.environ.get("LEARNSTREAM_CRASH_LOG", os.devnull)
-    with open(log_path, "a") as worker_log:
-        group = ServiceGroup(env=settings.as_env(), out=worker_log)
+    # a stalled partition must show up (and be restarted) well inside the test's time
+    settings = settings.model_copy(update={"processor_stall_timeout_s": 60.0})
+    with worker_log(tmp_path) as log:
+        group = ServiceGroup(env=settings.as_env(), out=log)
         try:
             group.start("processors", "worker-1")
             time.sleep(12)  # worker 1 owns every partition and is working through them
             group.start("processors", "worker-2")  # rebalance mid-run
-            wait_until_caught_up(settings, group, expected, timeout_s=600)
+            wait_until_caught_up(settings, group, expected, timeout_s=480)
         finally:
             group.stop_all()
     assert published_progress(settings) == expected

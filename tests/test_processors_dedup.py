@@ -14,6 +14,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from bench.throughput import committed_total
 from devstack.services import ServiceGroup
 from learnstream.settings import Settings
 from learnstream.topics import EVENTS_CLEAN, EVENTS_INVALID, EVENTS_RAW
@@ -117,3 +118,45 @@ def test_undecodable_record_is_dead_lettered_and_the_partition_flows_on(
     assert letter["errors"][0]["field"] == "(message)"
     assert letter["source"].startswith("processors at partition")
     assert letter["received_at"]
+
+
+def _clean_ids(settings: Settings) -> list[str]:
+    records = read_all(settings.kafka_bootstrap, settings.topic(EVENTS_CLEAN))
+    return [str(decode(REGISTRY, m.value)["event_id"]) for m in records]
+
+
+def _wait_for_clean(settings: Settings, group: ServiceGroup, count: int) -> list[str]:
+    deadline = time.monotonic() + 90
+    clean = _clean_ids(settings)
+    while time.monotonic() < deadline and len(clean) < count:
+        assert not group.exited()
+        time.sleep(0.5)
+        clean = _clean_ids(settings)
+    return clean
+
+
+def test_rocksdb_store_keeps_dedup_state_across_a_kill(settings: Settings) -> None:
+    """The production store: state on disk, a SIGKILLed worker still knows what it saw."""
+    rocks = settings.model_copy(update={"table_store": "rocksdb://"})
+    a, b, c = (str(uuid.uuid4()) for _ in range(3))
+    asyncio.run(produce(rocks, [(record(a), T0_MS), (record(b), T0_MS + 1)]))
+    with open(os.devnull, "w") as quiet:
+        group = ServiceGroup(env=rocks.as_env(), out=quiet)
+        group.start("processors")
+        try:
+            assert _wait_for_clean(rocks, group, 2) == [a, b]
+            group_id = rocks.topic("learnstream-processors")
+            deadline = time.monotonic() + 30  # committed: the restart resumes after a and b
+            while asyncio.run(committed_total(rocks, group_id)) < 2:
+                assert time.monotonic() < deadline, "offsets never committed"
+                time.sleep(0.5)
+            group.kill("processors")
+            asyncio.run(produce(rocks, [(record(a), T0_MS + 2), (record(c), T0_MS + 3)]))
+            group.start("processors")
+            _wait_for_clean(rocks, group, 3)
+            time.sleep(2)  # a wrongly kept repeat of a would show up by now
+            clean = _clean_ids(rocks)
+        finally:
+            group.stop_all()
+    assert clean == [a, b, c]
+    assert list(rocks.faust_data_dir.rglob("*.sst")) or list(rocks.faust_data_dir.rglob("CURRENT"))

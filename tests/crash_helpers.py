@@ -1,0 +1,90 @@
+"""Shared by the tests that run processors workers over a generated log: put the log on
+events.raw, compute what the fold says must be published, wait for the workers to get
+there."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from devstack.services import ServiceGroup
+from learnstream.settings import Settings
+from learnstream.topics import EVENTS_RAW, PROJECTIONS_USER_PROGRESS
+from processors import outputs
+from projections.events import Event
+from projections.fold import fold_log
+from schemas.catalog import default_catalog
+from schemas.codec import encode
+from schemas.registry import FileSchemaRegistry
+from schemas.validation import Accepted, validate_event
+from tests.kafka_read import latest_by_key
+
+CATALOG = default_catalog()
+REGISTRY = FileSchemaRegistry.from_files(CATALOG)
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+async def produce(settings: Settings, events: list[dict[str, Any]]) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=20,
+    )
+    await producer.start()
+    try:
+        for event in events:
+            outcome = validate_event(CATALOG, event, NOW)
+            assert isinstance(outcome, Accepted)
+            kind = outcome.event_type
+            value = encode(REGISTRY.id_for(kind.subject, kind.schema), kind.parsed, outcome.datum)
+            await producer.send(settings.topic(EVENTS_RAW), value, key=event["user_id"].encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def produce_and_expect(
+    settings: Settings,
+    events: list[dict[str, Any]],
+    produce_only: list[dict[str, Any]] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Put the log on events.raw (or just its new tail, ``produce_only``); return the user
+    progress the fold of the whole log says must be published."""
+    asyncio.run(produce(settings, events if produce_only is None else produce_only))
+    folded = fold_log(Event.from_envelope(e) for e in events).learners
+    return {u: outputs.user_progress(u, s) for u, s in folded.items()}
+
+
+def published_progress(settings: Settings) -> dict[str, dict[str, Any]]:
+    return latest_by_key(settings.kafka_bootstrap, settings.topic(PROJECTIONS_USER_PROGRESS))
+
+
+def wait_until_caught_up(
+    settings: Settings, group: ServiceGroup, expected: dict[str, dict[str, Any]], timeout_s: float
+) -> None:
+    """Until every learner's published progress has applied all of its expected events."""
+    deadline = time.monotonic() + timeout_s
+    progress: dict[str, dict[str, Any]] = {}
+    while time.monotonic() < deadline:
+        progress = published_progress(settings)
+        caught_up = [
+            u
+            for u, p in progress.items()
+            if p["events_applied"] >= expected.get(u, {}).get("events_applied", 0)
+        ]
+        if len(caught_up) == len(expected):
+            return
+        group.restart_asked()  # as the worker's supervisor would after a stall exit
+        assert not group.exited(), "processors died on their own"
+        time.sleep(2)
+    lagging = {
+        u: (progress.get(u, {}).get("events_applied", 0), e["events_applied"])
+        for u, e in expected.items()
+        if progress.get(u, {}).get("events_applied", 0) < e["events_applied"]
+    }
+    raise AssertionError(f"not caught up in {timeout_s} s; (applied, expected): {lagging}")

@@ -1,0 +1,94 @@
+"""Replay: a new processors generation rebuilds every learner from the raw log into
+fresh tables, republishes projections equal to the fold, and writes no event twice."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import workload
+from bench.throughput import committed_total
+from devstack.services import ServiceGroup
+from learnstream.settings import Settings
+from learnstream.topics import EVENTS_CLEAN, EVENTS_DERIVED, PROJECTIONS_USER_PROGRESS
+from processors.generations import group_id
+from tests.crash_helpers import produce_and_expect, published_progress, wait_until_caught_up
+from tests.kafka_read import read_all
+
+
+def _count(settings: Settings, topic: str) -> int:
+    return len(read_all(settings.kafka_bootstrap, settings.topic(topic)))
+
+
+def _run_through(settings: Settings, records: int, expected: dict[str, dict[str, Any]]) -> None:
+    """Run the settings' generation until it has committed ``records`` raw records and
+    its published progress matches ``expected``."""
+    group_name = group_id(settings, settings.processors_generation)
+    with open(os.devnull, "w") as quiet:
+        group = ServiceGroup(env=settings.as_env(), out=quiet)
+        group.start("processors")
+        try:
+            deadline = time.monotonic() + 240
+            while asyncio.run(committed_total(settings, group_name)) < records:
+                assert not group.exited(), "processors died on their own"
+                assert time.monotonic() < deadline, f"{group_name} did not commit {records}"
+                time.sleep(1)
+            wait_until_caught_up(settings, group, expected, timeout_s=60)
+        finally:
+            group.stop_all()
+
+
+def test_replay_rebuilds_state_without_writing_events_twice(
+    settings: Settings, tmp_path: Path
+) -> None:
+    rng = random.Random(5)
+    first = workload.events(1500, users=40, seed=21, days=20, zones=("UTC",), drills=("d1", "d2"))
+    first += [dict(e) for e in rng.sample(first, 100)]  # retried sends
+    expected = produce_and_expect(settings, first)
+    _run_through(settings, 1600, expected)
+    clean, derived = _count(settings, EVENTS_CLEAN), _count(settings, EVENTS_DERIVED)
+    assert clean == 1500
+
+    # while generation 1 runs, a replay into generation 2 refuses to start
+    log_path = tmp_path / "generation-1.log"
+    with open(log_path, "w") as log:
+        running = ServiceGroup(env=settings.as_env(), out=log)
+        running.start("processors")
+        try:
+            deadline = time.monotonic() + 90
+            while "Worker]: Ready" not in log_path.read_text(errors="replace"):
+                assert time.monotonic() < deadline, "generation 1 did not start"
+                time.sleep(0.5)
+            refused = subprocess.run(
+                [sys.executable, "-m", "processors", "replay"],
+                env={**os.environ, **settings.as_env()},
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+        finally:
+            running.stop_all()
+    assert refused.returncode != 0
+    assert "stop generation 1" in refused.stderr
+
+    second = settings.model_copy(update={"processors_generation": 2})
+    progress_records = _count(settings, PROJECTIONS_USER_PROGRESS)
+    _run_through(second, 1600, expected)
+    assert published_progress(settings) == expected  # rebuilt from nothing, equal to the fold
+    assert _count(settings, PROJECTIONS_USER_PROGRESS) > progress_records  # republished
+    changelog = f"{group_id(second, 2)}-learners-changelog"
+    assert len(read_all(settings.kafka_bootstrap, changelog)) > 0  # its own, fresh tables
+    assert (_count(settings, EVENTS_CLEAN), _count(settings, EVENTS_DERIVED)) == (clean, derived)
+
+    # generation 2 is now the live pipeline: new events flow through it as usual
+    more = workload.events(300, users=40, seed=22, days=2, zones=("UTC",), drills=("d1",))
+    expected = produce_and_expect(settings, first + more, produce_only=more)
+    _run_through(second, 1900, expected)
+    assert published_progress(settings) == expected
+    assert _count(settings, EVENTS_CLEAN) == clean + 300

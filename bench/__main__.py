@@ -17,7 +17,7 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench import throughput
+from bench import dedup_memory, throughput
 from bench.workload import events
 from devstack import kafka
 from devstack.services import ServiceGroup, free_port, http_ok
@@ -61,9 +61,17 @@ def bench_collector(base: Settings, count: int, log: Any) -> list[tuple[str, dic
                 throughput.raw_produce(settings.kafka_bootstrap, settings.topic(EVENTS_RAW), part)
             )
             ours = asyncio.run(throughput.collector_posts(settings.collector_url, part))
+            raw_batches = asyncio.run(
+                throughput.raw_produce_batches(
+                    settings.kafka_bootstrap, settings.topic(EVENTS_RAW), part
+                )
+            )
+            batches = asyncio.run(throughput.collector_batches(settings.collector_url, part))
             rows += [
                 (f"raw aiokafka produce (round {round_ + 1})", raw),
                 (f"collector POST /v1/events (round {round_ + 1})", ours),
+                (f"raw aiokafka produce, 100 at once (round {round_ + 1})", raw_batches),
+                (f"collector POST /v1/events/batch of 100 (round {round_ + 1})", batches),
             ]
     finally:
         group.stop_all()
@@ -111,7 +119,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--collector-events", type=int, default=4000)
     parser.add_argument("--processor-events", type=int, default=20000)
+    parser.add_argument("--dedup-ids", type=int, default=1_000_000)
+    parser.add_argument(
+        "--only", choices=["collector", "dedup"], help="run just one of the benchmarks"
+    )
     args = parser.parse_args(argv)
+    if args.only in (None, "dedup"):
+        dedup = dedup_memory.measure(args.dedup_ids)
+        print(f"\n## Dedup state per remembered event_id ({args.dedup_ids} ids)\n")
+        print("| store | bytes per id | per million ids |\n|---|---|---|")
+        for name, key in (
+            ("memory (Python dicts + expiry heap, tracemalloc)", "memory_store_bytes_per_id"),
+            ("RocksDB (JSON key + value, SST bytes on disk)", "rocksdb_sst_bytes_per_id"),
+        ):
+            print(f"| {name} | {dedup[key]:.0f} | {dedup[key]:.0f} MB |")
+        if args.only == "dedup":
+            return 0
     with tempfile.TemporaryDirectory(prefix="learnstream-bench-") as tmp:
         port, controller = free_port(), free_port()
         paths = kafka.KafkaPaths(home=(REPO / ".devstack").resolve(), data=Path(tmp) / "kafka")
@@ -125,16 +148,24 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with log_path.open("a") as log:
                 collector_rows = bench_collector(base, args.collector_events, log)
-            processors = bench_processors(base, args.processor_events, log_path)
+            processors = (
+                bench_processors(base, args.processor_events, log_path) if not args.only else {}
+            )
         finally:
             kafka.stop(paths)
-    print("\n## Collector (single-event posts, 32 in flight, acks=all)\n")
-    print("| path | events/s | p50 ms | p99 ms |\n|---|---|---|---|")
+    print("\n## Collector (single posts 32 in flight; batches of 100, 4 in flight; acks=all)\n")
+    print("| path | events/s | p50 ms per request | p99 ms per request |\n|---|---|---|---|")
     for name, row in collector_rows:
         print(f"| {name} | {row['events_per_s']:.0f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} |")
-    ours = max(r["events_per_s"] for n, r in collector_rows if n.startswith("collector"))
-    raw = max(r["events_per_s"] for n, r in collector_rows if n.startswith("raw"))
-    print(f"\ncollector / raw produce: {ours / raw:.2f}")
+
+    def best(prefix: str) -> float:
+        return max(r["events_per_s"] for n, r in collector_rows if n.startswith(prefix))
+
+    single = best("collector POST /v1/events (") / best("raw aiokafka produce (")
+    batch = best("collector POST /v1/events/batch") / best("raw aiokafka produce, 100")
+    print(f"\nsingle posts / raw produce: {single:.2f}; batch posts / raw batches: {batch:.2f}")
+    if args.only == "collector":
+        return 0
     print(f"\n## Processors ({args.processor_events} events, one worker)\n")
     print(
         f"| path | events/s |\n|---|---|\n"

@@ -17,8 +17,8 @@ from learnstream.topics import EVENTS_RAW
 CONCURRENCY = 32
 
 
-async def _bounded(items: list[Any], work: Any) -> list[float]:
-    """Run ``work(item)`` with CONCURRENCY in flight; returns per-call latencies."""
+async def _bounded(items: list[Any], work: Any, in_flight: int = CONCURRENCY) -> list[float]:
+    """Run ``work(item)`` with ``in_flight`` calls at once; returns per-call latencies."""
     queue: asyncio.Queue[Any] = asyncio.Queue()
     for item in items:
         queue.put_nowait(item)
@@ -31,7 +31,7 @@ async def _bounded(items: list[Any], work: Any) -> list[float]:
             await work(item)
             latencies.append(time.perf_counter() - started)
 
-    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    await asyncio.gather(*(worker() for _ in range(in_flight)))
     return latencies
 
 
@@ -73,6 +73,58 @@ async def collector_posts(url: str, events: list[dict[str, Any]]) -> dict[str, f
         elapsed = time.perf_counter() - started
     return {
         "events_per_s": len(events) / elapsed,
+        "p50_ms": percentile(latencies, 0.5) * 1e3,
+        "p99_ms": percentile(latencies, 0.99) * 1e3,
+    }
+
+
+BATCH_SIZE = 100  # the SDK's flush size (seed 004)
+BATCHES_IN_FLIGHT = 4
+
+
+async def raw_produce_batches(
+    bootstrap: str, topic: str, events: list[dict[str, Any]]
+) -> dict[str, float]:
+    """aiokafka alone, sending BATCH_SIZE records at once and awaiting all their acks:
+    what one batch request asks of Kafka, with the same requests in flight."""
+    records = [encoded(e) for e in events]
+    batches = [records[i : i + BATCH_SIZE] for i in range(0, len(records), BATCH_SIZE)]
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=2
+    )
+    await producer.start()
+    try:
+        started = time.perf_counter()
+
+        async def send(batch: list[tuple[bytes, bytes]]) -> None:
+            sent = [await producer.send(topic, value, key=key) for key, value in batch]
+            await asyncio.gather(*sent)
+
+        latencies = await _bounded(batches, send, BATCHES_IN_FLIGHT)
+        elapsed = time.perf_counter() - started
+    finally:
+        await producer.stop()
+    return _figures(len(records), elapsed, latencies)
+
+
+async def collector_batches(url: str, events: list[dict[str, Any]]) -> dict[str, float]:
+    """POST /v1/events/batch with BATCH_SIZE events per request; latency per request."""
+    batches = [events[i : i + BATCH_SIZE] for i in range(0, len(events), BATCH_SIZE)]
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        started = time.perf_counter()
+
+        async def post(batch: list[dict[str, Any]]) -> None:
+            response = await client.post("/v1/events/batch", json={"events": batch})
+            assert response.status_code == 202 and not response.json()["rejected"], response.text
+
+        latencies = await _bounded(batches, post, BATCHES_IN_FLIGHT)
+        elapsed = time.perf_counter() - started
+    return _figures(len(events), elapsed, latencies)
+
+
+def _figures(count: int, elapsed: float, latencies: list[float]) -> dict[str, float]:
+    return {
+        "events_per_s": count / elapsed,
         "p50_ms": percentile(latencies, 0.5) * 1e3,
         "p99_ms": percentile(latencies, 0.99) * 1e3,
     }

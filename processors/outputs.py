@@ -14,6 +14,7 @@ from projections.blind_spots import blind_spots
 from projections.events import zone
 from projections.learner import Derived, LearnerState
 from projections.streaks import current_streak
+from projections.study import RECENT_DAYS, StudyStats
 from schemas.catalog import EventCatalog
 
 DERIVED_NAMESPACE = uuid.UUID("6f1c7a52-52a1-4b7e-9d0c-3c1f9a3f0a11")
@@ -86,6 +87,30 @@ def user_progress(user_id: str, state: LearnerState) -> dict[str, Any]:
         "last_active_date": None if last_active is None else date.fromordinal(last_active),
         "latest_event_at": state.latest.timestamp,
         "events_applied": state.events_applied,
+        **_study(state.study, local_today),
+    }
+
+
+def _study(study: StudyStats, local_today: date) -> dict[str, Any]:
+    horizon = local_today.toordinal() - RECENT_DAYS
+    return {
+        "sessions_started": study.sessions_started,
+        "sessions_completed": study.sessions_completed,
+        "completion_rate": study.completion_rate,
+        "study_seconds": study.study_seconds,
+        "pauses": study.pauses,
+        "materials_opened": study.materials_opened,
+        "questions_answered": study.questions_answered,
+        "questions_correct": study.questions_correct,
+        "courses": [
+            {"course_id": course, "completed_content": len(done)}
+            for course, done in sorted(study.courses.items())
+        ],
+        "recent_days": [
+            {"date": date.fromordinal(day), **vars(stats)}
+            for day, stats in sorted(study.days.items())
+            if day > horizon
+        ],
     }
 
 

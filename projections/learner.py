@@ -1,6 +1,6 @@
 """One learner's state and the fold step ``apply(state, event) -> (state, derived)``.
 
-Composes the rules in xp, streaks, mastery, modes and blind_spots. Pure: no I/O, no
+Composes the rules in xp, streaks, mastery, modes, blind_spots and study. Pure: no I/O, no
 clock. ``summary`` renders the state as of a given time (the fold CLI's shape) and
 ``to_json`` / ``from_json`` carry it through a changelog.
 """
@@ -17,6 +17,7 @@ from projections.events import Event, parse_instant, zone
 from projections.mastery import MASTERY_THRESHOLD, PRIOR, bkt_update
 from projections.modes import ModeProgress
 from projections.streaks import ACTIVITY_TYPES, add_active_day, current_streak
+from projections.study import StudyStats, apply_study, study_from_json, study_to_json
 from projections.xp import level_for, xp_for
 
 
@@ -51,6 +52,7 @@ class LearnerState:
     mastered: frozenset[str] = frozenset()
     modes: Mapping[str, ModeProgress] = field(default_factory=dict)
     drill_attempts: tuple[DrillAttempt, ...] = ()
+    study: StudyStats = field(default_factory=StudyStats)
 
     @property
     def level(self) -> int:
@@ -148,6 +150,7 @@ def apply(state: LearnerState, event: Event) -> tuple[LearnerState, list[Derived
     state = _apply_streak(state, event, derived)
     state = _apply_mastery(state, event, derived)
     state = _apply_session(state, event)
+    state = replace(state, study=apply_study(state.study, event, xp_for(event)))
     latest = _newer(state.latest, event)
     state = replace(
         state,
@@ -211,6 +214,7 @@ def to_json(state: LearnerState) -> dict[str, Any]:
             [a.timestamp.isoformat(), a.event_id, a.drill_id, a.drill_name, a.score]
             for a in state.drill_attempts
         ],
+        "study": study_to_json(state.study),
     }
 
 
@@ -228,4 +232,5 @@ def from_json(data: Mapping[str, Any]) -> LearnerState:
         drill_attempts=tuple(
             DrillAttempt(parse_instant(t), e, d, n, s) for t, e, d, n, s in data["drills"]
         ),
+        study=study_from_json(data.get("study")),
     )

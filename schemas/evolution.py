@@ -1,7 +1,8 @@
 """Schema evolution: released versions stay readable.
 
 Changing a schema file that has shipped starts by copying the shipped version into
-``avro/released/`` (``envelope.vN.avsc`` or ``properties/<event_type>.vN.avsc``).
+``avro/released/`` (``envelope.vN.avsc``, ``properties/<event_type>.vN.avsc`` or
+``projections/<name>.vN.avsc``).
 Records written with any released version must then stay readable by the current
 schema (Avro *backward* compatibility: new reader, old writer), which the test suite
 checks for every event type; and the file registry keeps the released versions, so
@@ -47,6 +48,15 @@ def released_versions(catalog: EventCatalog, avro_dir: Path = AVRO_DIR) -> dict[
                 schema = compose(envelope, props)
                 if schema != event_type.schema:
                     versions.setdefault(event_type.subject, []).append(schema)
+    return versions
+
+
+def released_projections(avro_dir: Path = AVRO_DIR) -> dict[str, list[Schema]]:
+    """Per projection schema file (``projections/<name>.avsc``), its released versions."""
+    versions: dict[str, list[Schema]] = {}
+    for path in sorted((avro_dir / "released" / "projections").glob("*.v*.avsc")):
+        name = f"projections/{path.name.split('.v')[0]}.avsc"
+        versions.setdefault(name, []).append(_load_json(path))
     return versions
 
 

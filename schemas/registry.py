@@ -18,7 +18,7 @@ from fastavro import parse_schema
 from fastavro.schema import to_parsing_canonical_form
 
 from schemas.catalog import EventCatalog, Schema, default_catalog, load_named_schema
-from schemas.evolution import released_versions
+from schemas.evolution import released_projections, released_versions
 
 PROJECTION_SCHEMA_FILES = (
     "projections/user_xp.avsc",
@@ -87,6 +87,7 @@ class FileSchemaRegistry:
         schemas = [t.schema for t in catalog.values()]
         # released versions too: records written before a schema change must still decode
         schemas += [s for versions in released_versions(catalog).values() for s in versions]
+        schemas += [s for versions in released_projections().values() for s in versions]
         schemas += [load_named_schema(name) for name in PROJECTION_SCHEMA_FILES]
         return cls(schemas)
 

@@ -22,6 +22,13 @@ from projections.learner import LearnerState, apply, from_json, summary, to_json
 from projections.mastery import bkt_update
 from projections.rounding import round_half_up
 from projections.streaks import ACTIVITY_TYPES
+from projections.study import (
+    CONTENT_COMPLETIONS,
+    SESSION_ENDS,
+    SESSION_STARTS,
+    DayStats,
+    StudyStats,
+)
 from projections.xp import level_for, xp_for
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -188,7 +195,12 @@ def test_blind_spots_window_ties_and_names() -> None:
 
 # ---- arrival-order independence, against plainly written oracles ------------------
 
-EVENT_TYPES = sorted(ACTIVITY_TYPES | {"page_view", "session_started", "achievement_unlocked"})
+EVENT_TYPES = sorted(
+    ACTIVITY_TYPES
+    | {"page_view", "achievement_unlocked", "material_open", "session_pause"}
+    | SESSION_STARTS
+    | SESSION_ENDS
+)
 
 
 @st.composite
@@ -198,6 +210,13 @@ def logs(draw: st.DrawFn) -> list[Event]:
     for i in range(count):
         event_type = draw(st.sampled_from(EVENT_TYPES))
         props: dict[str, Any] = {}
+        if event_type in CONTENT_COMPLETIONS and draw(st.booleans()):
+            props.update(
+                course_id=draw(st.sampled_from(["c1", "c2"])),
+                content_id=draw(st.sampled_from(["x1", "x2", "x3"])),
+            )
+        if event_type in ("session_end", "session_ended"):
+            props["duration_seconds"] = draw(st.integers(0, 7200))
         if event_type == "quiz_completed":
             props["score"] = draw(st.floats(0, 100))
         elif event_type == "quiz_complete":
@@ -211,6 +230,7 @@ def logs(draw: st.DrawFn) -> list[Event]:
             props.update(
                 practice_mode_id=draw(st.sampled_from(["m1", "m2"])),
                 drills_completed=draw(st.integers(0, 5)),
+                total_duration=draw(st.integers(0, 7200)),
                 scores=draw(
                     st.lists(
                         st.fixed_dictionaries(
@@ -309,6 +329,70 @@ def test_fold_matches_the_oracle(log: list[Event], later: int) -> None:
     as_of = T0 + timedelta(minutes=later)
     folded = views(log, as_of)
     assert folded == {u: oracle(log, u, as_of) for u in folded}
+
+
+@settings(max_examples=200)
+@given(logs(), st.randoms(use_true_random=False))
+def test_study_stats_do_not_depend_on_arrival_order(log: list[Event], rng: Any) -> None:
+    shuffled = list(log)
+    rng.shuffle(shuffled)
+    in_order = {u: s.study for u, s in fold_log(log).learners.items()}
+    assert {u: s.study for u, s in fold_log(shuffled).learners.items()} == in_order
+
+
+def study_oracle(events: list[Event], user: str) -> StudyStats:
+    """Sessions, courses and days counted straight from the deduplicated set."""
+    unique = {e.event_id: e for e in events}.values()
+    mine = [e for e in unique if e.user_id == user]
+
+    def count(kinds: set[str] | frozenset[str]) -> int:
+        return sum(1 for e in mine if e.event_type in kinds)
+
+    def seconds(e: Event) -> int:
+        key = "total_duration" if e.event_type == "session_completed" else "duration_seconds"
+        return int(e.properties.get(key, 0)) if e.event_type in SESSION_ENDS else 0
+
+    answers = [e for e in mine if e.event_type == "question_submit"]
+    courses: dict[str, set[str]] = {}
+    for e in mine:
+        if e.event_type in CONTENT_COMPLETIONS and "course_id" in e.properties:
+            courses.setdefault(e.properties["course_id"], set()).add(e.properties["content_id"])
+    days: dict[int, DayStats] = {}
+    for e in mine:
+        day = DayStats(
+            seconds(e),
+            int(e.event_type in SESSION_ENDS),
+            int(e.event_type == "question_submit"),
+            int(e.event_type == "question_submit" and e.properties["is_correct"]),
+            xp_for(e),
+        )
+        if day != DayStats():
+            key = e.local_date.toordinal()
+            days[key] = days.get(key, DayStats()).plus(day)
+    return StudyStats(
+        sessions_started=count(SESSION_STARTS),
+        sessions_completed=count(SESSION_ENDS),
+        study_seconds=sum(seconds(e) for e in mine),
+        pauses=count({"session_pause"}),
+        materials_opened=count({"material_open"}),
+        questions_answered=len(answers),
+        questions_correct=sum(1 for e in answers if e.properties["is_correct"]),
+        courses={c: frozenset(done) for c, done in courses.items()},
+        days=days,
+    )
+
+
+@settings(max_examples=200)
+@given(logs())
+def test_study_stats_match_the_oracle(log: list[Event]) -> None:
+    for user, state in fold_log(log).learners.items():
+        assert state.study == study_oracle(log, user)
+        expected_rate = (
+            state.study.sessions_completed / state.study.sessions_started
+            if state.study.sessions_started
+            else None
+        )
+        assert state.study.completion_rate == expected_rate
 
 
 @given(logs())

@@ -15,7 +15,11 @@ from hypothesis import strategies as st
 
 from schemas.catalog import default_catalog, load_named_schema
 from schemas.codec import decode, encode
-from schemas.evolution import backward_incompatibilities, released_versions
+from schemas.evolution import (
+    backward_incompatibilities,
+    released_projections,
+    released_versions,
+)
 from schemas.examples import example_event
 from schemas.registry import FileSchemaRegistry, fingerprint_id
 from schemas.validation import Accepted, validate_event
@@ -35,6 +39,14 @@ def test_the_released_envelope_is_on_record() -> None:
 def test_current_schema_reads_every_released_version(subject: str) -> None:
     current = BY_SUBJECT[subject].schema
     for old in RELEASED[subject]:
+        assert backward_incompatibilities(old, current) == []
+
+
+@pytest.mark.parametrize("name", sorted(released_projections()))
+def test_projection_consumers_can_read_old_snapshots(name: str) -> None:
+    """A compacted topic keeps old snapshots: the current schema must read them."""
+    current = load_named_schema(name)
+    for old in released_projections()[name]:
         assert backward_incompatibilities(old, current) == []
 
 

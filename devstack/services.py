@@ -82,6 +82,11 @@ class ServiceGroup:
     def exited(self) -> dict[str, int]:
         return {n: p.returncode for n, p in self.processes.items() if p.poll() is not None}
 
+    def supervise(self) -> dict[str, int]:
+        """Restart what asked for it; the services that stopped otherwise, with codes."""
+        self.restart_asked()
+        return self.exited()
+
     def restart_asked(self) -> list[str]:
         """Restart every service that exited asking for it (EX_TEMPFAIL, as a processors
         worker does when it notices a stalled partition); returns their names."""

@@ -93,6 +93,11 @@ class Settings(BaseSettings):
         description="Which processors generation runs; `python -m processors replay` builds "
         "the next one from the raw log.",
     )
+    fault_stall_marker: Path | None = Field(
+        default=None,
+        description="Fault injection for tests: if set and the file is absent, a processors "
+        "worker creates it and stops fetching one partition, as a Faust stall would.",
+    )
     table_store: str | None = Field(
         default=None,
         description="Faust table store: memory:// or rocksdb://. Unset: rocksdb:// in "

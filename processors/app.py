@@ -13,12 +13,14 @@ import logging
 import os
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import faust
 import mode
 from aiokafka.errors import KafkaError
 from fastavro import parse_schema
+from faust.types import TP
 
 from learnstream.dead_letters import dead_letter
 from learnstream.settings import Settings
@@ -38,6 +40,7 @@ from processors.consent import CONSENT_EVENT, allowed, updated_consent
 from processors.dedup_window import ExpiryQueue
 from processors.delivery import Position, Seen, already_applied, classify
 from processors.generations import Handover, group_id
+from processors.offsets import OffsetProbe
 from processors.sampling import keeps, sample_rate
 from processors.watchdog import StallWatch
 from projections.events import Event
@@ -69,6 +72,19 @@ def _raw_topic(app: faust.App, name: str) -> Any:
     return app.topic(
         name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
+
+
+def _inject_stall_once(
+    app: faust.App, marker: Path | None, topic: str, partitions: set[int]
+) -> None:
+    """Tests only: stop fetching one partition once per marker file, as Faust does when
+    it stalls, so the watchdog's way out can be shown end to end."""
+    if marker is None or marker.exists() or not partitions:
+        return
+    marker.touch()
+    stalled = TP(topic, min(partitions))
+    log.warning("fault injection: no longer fetching %s", stalled)
+    app.consumer.pause_partitions([stalled])
 
 
 def create_app(
@@ -124,6 +140,11 @@ def create_app(
             expiry.forget_partition(tp.partition)
 
     watch = StallWatch(timeout_s=settings.processor_stall_timeout_s)
+    probe = OffsetProbe(
+        settings.kafka_bootstrap,
+        raw_topic.get_topic_name(),
+        group_id(settings, settings.processors_generation),
+    )
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, assigned: Any = (), **kwargs: Any) -> None:
@@ -134,20 +155,21 @@ def create_app(
     async def exit_when_stalled() -> None:
         now = time.monotonic()
         if app.in_recovery or app.rebalancing:
-            watch.idle(now)
-            return
-        mine = [tp for tp in app.consumer.assignment() if tp.topic == raw_topic.get_topic_name()]
-        if not mine:
+            if watch.recovering(now):
+                return
+        else:
+            watch.flowing()
+            _inject_stall_once(
+                app, settings.fault_stall_marker, raw_topic.get_topic_name(), watch.partitions
+            )
+        if not watch.partitions:
             return
         try:  # bounded: a broker that does not answer is not evidence of a stall
-            highwaters = await asyncio.wait_for(app.consumer.highwaters(*mine), 5.0)
-            positions = {
-                tp.partition: await asyncio.wait_for(app.consumer.position(tp), 5.0) for tp in mine
-            }
+            highwaters, committed = await asyncio.wait_for(probe.snapshot(watch.partitions), 5.0)
         except (TimeoutError, KafkaError) as exc:
             log.warning("stall check skipped: %r", exc)
             return
-        found = watch.stalls({tp.partition: o for tp, o in highwaters.items()}, positions, now)
+        found = watch.stalls(highwaters, committed, now)
         if found:
             log.critical("partitions stalled, exiting for a restart: %s", found)
             logging.shutdown()

@@ -94,6 +94,8 @@ def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
         collector_port=free_port(),
         query_port=free_port(),
         sink_batch_max_wait_s=0.3,
+        # a Faust partition stall (see processors.watchdog) costs a test 30 s, not 2 min
+        processor_stall_timeout_s=30.0,
     )
     asyncio.run(ensure_topics(made))
     return made

@@ -13,7 +13,12 @@ from aiokafka import AIOKafkaProducer
 
 from devstack.services import ServiceGroup
 from learnstream.settings import Settings
-from learnstream.topics import EVENTS_RAW, PROJECTIONS_USER_PROGRESS
+from learnstream.topics import (
+    EVENTS_RAW,
+    PROJECTIONS_MODE_PROGRESS,
+    PROJECTIONS_TOPIC_MASTERY,
+    PROJECTIONS_USER_PROGRESS,
+)
 from processors import outputs
 from projections.events import Event
 from projections.fold import fold_log
@@ -60,6 +65,34 @@ def produce_and_expect(
     return {u: outputs.user_progress(u, s) for u, s in folded.items()}
 
 
+def _without_version(snapshots: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    # a mastery or mode snapshot is published when its topic or mode changes, so its
+    # events_applied is the learner's count at that moment, not at the end of the log
+    return {k: {f: v for f, v in s.items() if f != "events_applied"} for k, s in snapshots.items()}
+
+
+def expected_mastery_and_modes(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """What projections.topic_mastery and projections.mode_progress must end up holding."""
+    folded = fold_log(Event.from_envelope(e) for e in events).learners
+    mastery = {
+        f"{u}:{t}": outputs.topic_mastery(u, t, s) for u, s in folded.items() for t in s.mastery
+    }
+    modes = {f"{u}:{m}": outputs.mode_progress(u, m, s) for u, s in folded.items() for m in s.modes}
+    return {"mastery": _without_version(mastery), "modes": _without_version(modes)}
+
+
+def published_mastery_and_modes(settings: Settings) -> dict[str, dict[str, Any]]:
+    bootstrap = settings.kafka_bootstrap
+    return {
+        "mastery": _without_version(
+            latest_by_key(bootstrap, settings.topic(PROJECTIONS_TOPIC_MASTERY))
+        ),
+        "modes": _without_version(
+            latest_by_key(bootstrap, settings.topic(PROJECTIONS_MODE_PROGRESS))
+        ),
+    }
+
+
 def published_progress(settings: Settings) -> dict[str, dict[str, Any]]:
     return latest_by_key(settings.kafka_bootstrap, settings.topic(PROJECTIONS_USER_PROGRESS))
 
@@ -79,8 +112,8 @@ def wait_until_caught_up(
         ]
         if len(caught_up) == len(expected):
             return
-        group.restart_asked()  # as the worker's supervisor would after a stall exit
-        assert not group.exited(), "processors died on their own"
+        # restarts a worker that exited on a stall, as its supervisor would
+        assert not group.supervise(), "processors died on their own"
         time.sleep(2)
     lagging = {
         u: (progress.get(u, {}).get("events_applied", 0), e["events_applied"])

@@ -49,7 +49,7 @@ ARRIVAL_TIMEOUT_S = 90
 def _wait_until(check: Any, timeout_s: float, what: str, group: ServiceGroup) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if exited := group.exited():
+        if exited := group.supervise():
             raise AssertionError(f"service died while waiting for {what}: {exited}")
         result = check()
         if result:

@@ -76,7 +76,7 @@ def test_repeat_within_window_dropped_after_window_new(settings: Settings, tmp_p
             deadline = time.monotonic() + 90
             clean: list[str] = []
             while time.monotonic() < deadline and len(clean) < 3:
-                assert not group.exited()
+                assert not group.supervise()
                 clean = [
                     str(decode(REGISTRY, m.value)["event_id"])
                     for m in read_all(windowed.kafka_bootstrap, windowed.topic(EVENTS_CLEAN))
@@ -104,7 +104,7 @@ def test_undecodable_record_is_dead_lettered_and_the_partition_flows_on(
             deadline = time.monotonic() + 90
             clean: list[Any] = []
             while time.monotonic() < deadline and not clean:
-                assert not group.exited()
+                assert not group.supervise()
                 clean = read_all(settings.kafka_bootstrap, settings.topic(EVENTS_CLEAN))
                 time.sleep(0.5)
         finally:
@@ -129,7 +129,7 @@ def _wait_for_clean(settings: Settings, group: ServiceGroup, count: int) -> list
     deadline = time.monotonic() + 90
     clean = _clean_ids(settings)
     while time.monotonic() < deadline and len(clean) < count:
-        assert not group.exited()
+        assert not group.supervise()
         time.sleep(0.5)
         clean = _clean_ids(settings)
     return clean

@@ -26,17 +26,20 @@ def _count(settings: Settings, topic: str) -> int:
     return len(read_all(settings.kafka_bootstrap, settings.topic(topic)))
 
 
-def _run_through(settings: Settings, records: int, expected: dict[str, dict[str, Any]]) -> None:
+def _run_through(
+    settings: Settings, records: int, expected: dict[str, dict[str, Any]], log: Path
+) -> None:
     """Run the settings' generation until it has committed ``records`` raw records and
     its published progress matches ``expected``."""
     group_name = group_id(settings, settings.processors_generation)
-    with open(os.devnull, "w") as quiet:
-        group = ServiceGroup(env=settings.as_env(), out=quiet)
+    with open(log, "a") as out:
+        group = ServiceGroup(env=settings.as_env(), out=out)
         group.start("processors")
         try:
             deadline = time.monotonic() + 240
             while asyncio.run(committed_total(settings, group_name)) < records:
-                assert not group.exited(), "processors died on their own"
+                # restarts a worker that exited on a stall, as its supervisor would
+                assert not group.supervise(), "processors died on their own"
                 assert time.monotonic() < deadline, f"{group_name} did not commit {records}"
                 time.sleep(1)
             wait_until_caught_up(settings, group, expected, timeout_s=60)
@@ -51,7 +54,7 @@ def test_replay_rebuilds_state_without_writing_events_twice(
     first = workload.events(1500, users=40, seed=21, days=20, zones=("UTC",), drills=("d1", "d2"))
     first += [dict(e) for e in rng.sample(first, 100)]  # retried sends
     expected = produce_and_expect(settings, first)
-    _run_through(settings, 1600, expected)
+    _run_through(settings, 1600, expected, tmp_path / "gen1.log")
     clean, derived = _count(settings, EVENTS_CLEAN), _count(settings, EVENTS_DERIVED)
     assert clean == 1500
 
@@ -79,7 +82,7 @@ def test_replay_rebuilds_state_without_writing_events_twice(
 
     second = settings.model_copy(update={"processors_generation": 2})
     progress_records = _count(settings, PROJECTIONS_USER_PROGRESS)
-    _run_through(second, 1600, expected)
+    _run_through(second, 1600, expected, tmp_path / "gen2-replay.log")
     assert published_progress(settings) == expected  # rebuilt from nothing, equal to the fold
     assert _count(settings, PROJECTIONS_USER_PROGRESS) > progress_records  # republished
     changelog = f"{group_id(second, 2)}-learners-changelog"
@@ -89,6 +92,6 @@ def test_replay_rebuilds_state_without_writing_events_twice(
     # generation 2 is now the live pipeline: new events flow through it as usual
     more = workload.events(300, users=40, seed=22, days=2, zones=("UTC",), drills=("d1",))
     expected = produce_and_expect(settings, first + more, produce_only=more)
-    _run_through(second, 1900, expected)
+    _run_through(second, 1900, expected, tmp_path / "gen2-live.log")
     assert published_progress(settings) == expected
     assert _count(settings, EVENTS_CLEAN) == clean + 300

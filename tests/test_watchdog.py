@@ -1,9 +1,21 @@
 """The stall watch: a partition with waiting records and no progress is reported;
-quiet, caught-up or recovering partitions are not."""
+quiet, caught-up or recovering partitions are not. End to end, a worker whose partition
+stops being fetched exits for a restart, and the restart finishes the work."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import workload
+from devstack.services import ServiceGroup
+from learnstream.settings import Settings
+from learnstream.topics import EVENTS_CLEAN
 from processors.watchdog import Stall, StallWatch
+from schemas.codec import decode
+from tests.crash_helpers import REGISTRY, produce_and_expect
+from tests.kafka_read import read_all
 
 
 def test_waiting_records_without_progress_are_a_stall() -> None:
@@ -15,18 +27,61 @@ def test_waiting_records_without_progress_are_a_stall() -> None:
     assert watch.stalls({0: 50, 1: 10}, {}, now=70) == [Stall(0, 42, 50, 65)]  # 1 caught up
 
 
-def test_before_the_first_record_the_consumer_position_is_the_start() -> None:
+def test_before_the_first_record_the_committed_offset_is_the_start() -> None:
     watch = StallWatch(timeout_s=60)
     watch.assigned({0, 1, 2}, now=0)
-    positions: dict[int, int | None] = {0: 100, 1: 7, 2: None}
-    assert watch.stalls({0: 100, 1: 12, 2: 3}, positions, now=61) == [Stall(1, 7, 12, 61)]
+    committed: dict[int, int | None] = {0: 100, 1: 7, 2: None}  # 2: nothing committed yet
+    assert watch.stalls({0: 100, 1: 12, 2: 3}, committed, now=61) == [Stall(1, 7, 12, 61)]
 
 
 def test_recovery_and_reassignment_restart_the_clock() -> None:
     watch = StallWatch(timeout_s=60)
     watch.assigned({0}, now=0)
-    watch.idle(now=50)  # recovering
+    assert watch.recovering(now=50)
+    watch.flowing()
     assert watch.stalls({0: 10}, {0: 0}, now=100) == []
     assert watch.stalls({0: 10}, {0: 0}, now=111) == [Stall(0, 0, 10, 61)]
     watch.assigned({1}, now=111)  # partition 0 went to another worker
     assert watch.stalls({0: 10, 1: 5}, {1: 5}, now=200) == []
+
+
+def test_a_recovery_that_never_ends_is_a_stall_too() -> None:
+    watch = StallWatch(timeout_s=60, recovery_grace_factor=5)
+    watch.assigned({0}, now=0)
+    assert watch.recovering(now=10)
+    assert watch.recovering(now=300)  # 290 s into recovery: still within 5 x 60 s
+    assert watch.stalls({0: 10}, {0: 0}, now=300) == []
+    assert not watch.recovering(now=311)  # grace over: the clock runs again
+    assert watch.stalls({0: 10}, {0: 0}, now=361) == [Stall(0, 0, 10, 61)]
+
+
+def test_a_stalled_worker_exits_and_its_restart_finishes_the_work(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A partition stops being fetched (injected); the worker notices, exits with 75, and
+    once restarted processes everything, each event once."""
+    marker = tmp_path / "stalled-once"
+    faulty = settings.model_copy(update={"fault_stall_marker": marker})
+    log_path = tmp_path / "worker.log"
+    events = workload.events(90, users=30, seed=4)
+    with open(log_path, "a") as log:
+        group = ServiceGroup(env=faulty.as_env(), out=log)
+        group.start("processors")
+        try:
+            deadline = time.monotonic() + 90
+            while not marker.exists():  # ready, flowing, and one partition no longer fetched
+                assert time.monotonic() < deadline and not group.exited()
+                time.sleep(0.5)
+            produce_and_expect(faulty, events)
+            deadline = time.monotonic() + 180
+            clean: list[Any] = []
+            while len(clean) < len(events) and time.monotonic() < deadline:
+                assert not group.supervise(), "processors died on their own"
+                time.sleep(1)
+                clean = read_all(faulty.kafka_bootstrap, faulty.topic(EVENTS_CLEAN))
+        finally:
+            group.stop_all()
+    text = log_path.read_text(errors="replace")
+    assert "partitions stalled, exiting for a restart" in text
+    ids = sorted(str(decode(REGISTRY, m.value)["event_id"]) for m in clean)
+    assert ids == sorted(e["event_id"] for e in events)

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench import dedup_memory, throughput
+from bench import dedup_memory, latency, throughput
 from bench.workload import events
 from devstack import kafka
 from devstack.services import ServiceGroup, free_port, http_ok
@@ -115,14 +115,45 @@ def bench_processors(base: Settings, count: int, log_path: Path) -> dict[str, fl
     return {"processors_events_per_s": ours, "raw_consume_produce_events_per_s": raw}
 
 
+def bench_latency(
+    base: Settings, rates: list[int], seconds: float, log_path: Path
+) -> list[dict[str, float]]:
+    """Collector + processors running; steady load at each rate in turn."""
+    settings = base.model_copy(update={"topic_prefix": "bl.", "collector_port": free_port()})
+    asyncio.run(ensure_topics(settings))
+    rows = []
+    with log_path.open("a") as log:
+        group = ServiceGroup(env=settings.as_env(), out=log)
+        group.start("collector")
+        group.start("processors")
+        try:
+            _wait_for(lambda: http_ok(f"{settings.collector_url}/readyz"), 60, "collector")
+            _wait_for(
+                lambda: "Worker]: Ready" in log_path.read_text(errors="replace"),
+                90,
+                "processors to start",
+            )
+            for rate in rates:
+                rows.append(
+                    {"rate": rate, **asyncio.run(latency.steady_load(settings, rate, seconds))}
+                )
+        finally:
+            group.stop_all()
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--collector-events", type=int, default=4000)
     parser.add_argument("--processor-events", type=int, default=20000)
     parser.add_argument("--dedup-ids", type=int, default=1_000_000)
     parser.add_argument(
-        "--only", choices=["collector", "dedup"], help="run just one of the benchmarks"
+        "--only",
+        choices=["collector", "dedup", "latency"],
+        help="run just one of the benchmarks",
     )
+    parser.add_argument("--latency-rates", default="200,1000", help="events/s, comma-separated")
+    parser.add_argument("--latency-seconds", type=float, default=20.0)
     args = parser.parse_args(argv)
     if args.only in (None, "dedup"):
         dedup = dedup_memory.measure(args.dedup_ids)
@@ -145,14 +176,24 @@ def main(argv: list[str] | None = None) -> int:
             devstack_home=REPO / ".devstack",
         )
         log_path = Path(tmp) / "services.log"
+        rates = [int(r) for r in args.latency_rates.split(",")]
+        collector_rows: list[tuple[str, dict[str, float]]] = []
+        processors: dict[str, float] = {}
+        latency_rows: list[dict[str, float]] = []
         try:
-            with log_path.open("a") as log:
-                collector_rows = bench_collector(base, args.collector_events, log)
-            processors = (
-                bench_processors(base, args.processor_events, log_path) if not args.only else {}
-            )
+            if args.only in (None, "collector"):
+                with log_path.open("a") as log:
+                    collector_rows = bench_collector(base, args.collector_events, log)
+            if args.only is None:
+                processors = bench_processors(base, args.processor_events, log_path)
+            if args.only in (None, "latency"):
+                latency_rows = bench_latency(base, rates, args.latency_seconds, log_path)
         finally:
             kafka.stop(paths)
+    if latency_rows:
+        print_latency(latency_rows, args.latency_seconds)
+    if args.only == "latency":
+        return 0
     print("\n## Collector (single posts 32 in flight; batches of 100, 4 in flight; acks=all)\n")
     print("| path | events/s | p50 ms per request | p99 ms per request |\n|---|---|---|---|")
     for name, row in collector_rows:
@@ -177,6 +218,17 @@ def main(argv: list[str] | None = None) -> int:
     ratio = processors["processors_events_per_s"] / processors["raw_consume_produce_events_per_s"]
     print(f"\nprocessors / raw: {ratio:.2f}")
     return 0
+
+
+def print_latency(rows: list[dict[str, float]], seconds: float) -> None:
+    print(f"\n## End to end: collector 202 to projections.user_progress ({seconds:.0f} s each)\n")
+    print("| target events/s | offered events/s | events | updated within 60 s | p50 ms | p99 ms |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['rate']:.0f} | {r['offered_events_per_s']:.0f} | {r['events']:.0f} | "
+            f"{r['updated']:.0f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -26,6 +26,10 @@ EVENT_COLUMNS = (
     "course_id",
     "score",
     "duration_seconds",
+    "is_correct",
+    "topic_id",
+    "practice_mode_id",
+    "drill_ids",
     "properties",
     "device_info",
     "context",
@@ -44,6 +48,12 @@ def _json(value: Mapping[str, Any] | None) -> str:
         return obj.isoformat() if isinstance(obj, datetime) else str(obj)
 
     return json.dumps(value or {}, default=default, sort_keys=True)
+
+
+def _drill_ids(scores: Any) -> list[str]:
+    if not isinstance(scores, list):
+        return []
+    return [str(s["drill_id"]) for s in scores if isinstance(s, Mapping) and s.get("drill_id")]
 
 
 def event_row(
@@ -67,9 +77,13 @@ def event_row(
         datum.get("original_timestamp"),
         device_info.get("timezone") or "",
         properties.get("content_id") or "",
-        properties.get("course_id") or "",
+        properties.get("course_id") or (datum.get("context") or {}).get("course_id") or "",
         properties.get("score"),
         properties.get("duration_seconds"),
+        properties.get("is_correct"),
+        properties.get("topic_id") or "",
+        properties.get("practice_mode_id") or "",
+        _drill_ids(properties.get("scores")),
         _json(properties),
         _json(device_info),
         _json(datum.get("context")),

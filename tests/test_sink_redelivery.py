@@ -14,7 +14,9 @@ from learnstream.settings import Settings
 from learnstream.topics import EVENTS_CLEAN, EVENTS_INVALID
 from schemas.catalog import default_catalog
 from schemas.codec import encode
+from schemas.examples import example_event
 from schemas.registry import FileSchemaRegistry
+from schemas.validation import Accepted, validate_event
 from sinks.clickhouse import migrate
 from sinks.event_sink import EventSink
 from sinks.routes import event_route, invalid_route
@@ -222,3 +224,46 @@ def test_dead_letters_are_stored_once_and_unreadable_ones_kept(
         assert rows == [[41, 40, 1]]
     finally:
         writer.release()  # the clickhouse fixture closes the client
+
+
+async def produce_examples(settings: Settings, events: list[dict[str, Any]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for event in events:
+            outcome = validate_event(CATALOG, event, T0 + timedelta(days=30))
+            assert isinstance(outcome, Accepted), outcome
+            kind = outcome.event_type
+            value = encode(REGISTRY.id_for(kind.subject, kind.schema), kind.parsed, outcome.datum)
+            await producer.send(settings.topic(EVENTS_CLEAN), value, key=b"usr_12345")
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def test_frequently_queried_properties_are_typed_columns(
+    settings: Settings, clickhouse: Any
+) -> None:
+    answer = example_event(CATALOG["question_submit"], T0)
+    answer["properties"].update(topic_id="fractions", is_correct=True)
+    session = example_event(CATALOG["session_completed"], T0)
+    session["properties"].update(
+        practice_mode_id="listening",
+        scores=[
+            {"drill_id": "d1", "drill_name": "One", "score": 50.0},
+            {"drill_id": "d2", "drill_name": "Two", "score": 70.0},
+        ],
+    )
+    session["event_id"] = str(uuid.uuid4())
+    session["context"] = {"course_id": "course-9"}
+    asyncio.run(produce_examples(settings, [answer, session]))
+    writer = ClickHouseWriter(clickhouse, settings.clickhouse_database)
+    asyncio.run(run_sink_until(settings, writer, 2))
+    rows = clickhouse.query(
+        "SELECT event_type, is_correct, topic_id, practice_mode_id, drill_ids, course_id "
+        "FROM events ORDER BY event_type"
+    ).result_rows
+    assert rows == [
+        ("question_submit", True, "fractions", "", [], ""),
+        ("session_completed", None, "", "listening", ["d1", "d2"], "course-9"),
+    ]

@@ -59,6 +59,7 @@ class EventSink:
         # highest source offset ClickHouse holds, per partition we own (None: nothing)
         self._stored: dict[TopicPartition, int | None] = {}
         self.rows_inserted = 0
+        self.copies_skipped = 0  # events already stored, re-sent at a new offset
         self.redelivered_skipped = 0
 
     @classmethod
@@ -142,11 +143,32 @@ class EventSink:
             for message in fresh:
                 moment, row = route.to_row(message, tp.topic, tp.partition)
                 pending.append(PendingRow(message.offset, moment, row))
+            if route.unique_events:
+                pending = await self._first_copies(route, pending)
             for plan in plan_inserts(tp.topic, tp.partition, pending):
                 if not await self._insert_with_retry(route, plan):
                     return False
                 self._stored[tp] = plan.last_offset
         return True
+
+    async def _first_copies(self, route: Route, pending: list[PendingRow]) -> list[PendingRow]:
+        """Drop rows whose event is already stored or earlier in this batch.
+
+        The processors re-send an event after a crash when they cannot tell whether the
+        first send got out; the copy comes at a new offset, which the high-water mark
+        does not catch. Dropping it here keeps a plain count() exact, without waiting
+        for ReplacingMergeTree merges or querying with FINAL. Copies share the event's
+        partition (same key), so one sink sees them in order.
+        """
+        keys = [route.event_key(p.row) for p in pending]
+        stored = await self._writer.stored_event_ids(route.table, keys)
+        kept, seen = [], set(stored)
+        for item, key in zip(pending, keys, strict=True):
+            if key[3] not in seen:
+                kept.append(item)
+                seen.add(key[3])
+        self.copies_skipped += len(pending) - len(kept)
+        return kept
 
     async def _insert_with_retry(self, route: Route, plan: PlannedInsert) -> bool:
         backoff = 0.2

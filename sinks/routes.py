@@ -22,6 +22,14 @@ class Route:
     table: str
     columns: tuple[str, ...]
     to_row: RowBuilder
+    # rows are events: one row per event_id, whatever offsets the copies came at
+    unique_events: bool = False
+
+    def event_key(self, row: list[Any]) -> tuple[str, str, datetime, str]:
+        """(organization_id, user_id, timestamp, event_id): the table's sort key."""
+        names = ("organization_id", "user_id", "timestamp", "event_id")
+        org, user, moment, event_id = (row[self.columns.index(n)] for n in names)
+        return str(org), str(user), moment, str(event_id)
 
 
 def event_route(catalog: EventCatalog, registry: SchemaRegistry) -> Route:
@@ -31,7 +39,7 @@ def event_route(catalog: EventCatalog, registry: SchemaRegistry) -> Route:
         datum = decode(registry, record.value)
         return datum["timestamp"], event_row(catalog, datum, topic, partition, record.offset)
 
-    return Route("events", EVENT_COLUMNS, to_row)
+    return Route("events", EVENT_COLUMNS, to_row, unique_events=True)
 
 
 def invalid_route() -> Route:

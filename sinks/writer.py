@@ -9,9 +9,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+
+def _millis(moment: datetime) -> int:
+    return round(moment.timestamp() * 1000)
 
 
 class ClickHouseWriter:
@@ -47,6 +52,34 @@ class ClickHouseWriter:
             )
             value = result.result_rows[0][0]
             return None if value is None else int(value)
+
+        return await self.run(call)
+
+    async def stored_event_ids(
+        self, table: str, keys: Sequence[tuple[str, str, datetime, str]]
+    ) -> set[str]:
+        """Which of these (organization_id, user_id, timestamp, event_id) are stored.
+        Bounded by the table's sort key prefix, so it reads a few granules, not the table."""
+        if not keys:
+            return set()
+
+        def call() -> set[str]:
+            result = self.client.query(
+                f"SELECT DISTINCT toString(event_id) FROM {self.database}.{table} "
+                "WHERE organization_id IN {orgs:Array(String)} "
+                "AND user_id IN {users:Array(String)} "
+                "AND timestamp BETWEEN fromUnixTimestamp64Milli({lo:Int64}, 'UTC') "
+                "AND fromUnixTimestamp64Milli({hi:Int64}, 'UTC') "
+                "AND toString(event_id) IN {ids:Array(String)}",
+                parameters={
+                    "orgs": sorted({k[0] for k in keys}),
+                    "users": sorted({k[1] for k in keys}),
+                    "lo": min(_millis(k[2]) for k in keys),
+                    "hi": max(_millis(k[2]) for k in keys),
+                    "ids": sorted({k[3] for k in keys}),
+                },
+            )
+            return {str(row[0]) for row in result.result_rows}
 
         return await self.run(call)
 

@@ -226,12 +226,15 @@ def test_dead_letters_are_stored_once_and_unreadable_ones_kept(
         writer.release()  # the clickhouse fixture closes the client
 
 
-async def produce_examples(settings: Settings, events: list[dict[str, Any]]) -> None:
+async def produce_examples(
+    settings: Settings, events: list[dict[str, Any]], now: datetime | None = None
+) -> None:
+    """Validate each event as the collector would at ``now`` and put it on events.clean."""
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await producer.start()
     try:
         for event in events:
-            outcome = validate_event(CATALOG, event, T0 + timedelta(days=30))
+            outcome = validate_event(CATALOG, event, now or T0 + timedelta(days=30))
             assert isinstance(outcome, Accepted), outcome
             kind = outcome.event_type
             value = encode(REGISTRY.id_for(kind.subject, kind.schema), kind.parsed, outcome.datum)

@@ -299,3 +299,37 @@ def test_an_event_resent_at_a_new_offset_is_stored_once(
     count = clickhouse.query("SELECT count() FROM events").result_rows[0][0]
     assert count == 2
     assert (in_batch.copies_skipped, later.copies_skipped) == (1, 1)
+
+
+class FlakyClickHouse:
+    """The real chdb client, with faults injected into its first inserts: one refused
+    outright, one that lands but whose answer is lost (the ambiguous case)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.inserts = 0
+
+    def insert(self, *args: Any, **kwargs: Any) -> Any:
+        self.inserts += 1
+        if self.inserts == 1:
+            raise ConnectionError("injected: ClickHouse unreachable")
+        if self.inserts == 2:
+            self._client.insert(*args, **kwargs)
+            raise TimeoutError("injected: insert landed, answer lost")
+        return self._client.insert(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def test_clickhouse_errors_mid_batch_lose_and_double_nothing(
+    settings: Settings, clickhouse: Any
+) -> None:
+    asyncio.run(produce(settings, 120))
+    flaky = FlakyClickHouse(clickhouse)
+    writer = ClickHouseWriter(flaky, settings.clickhouse_database)
+    asyncio.run(run_sink_until(settings, writer, 120))
+    assert flaky.inserts > 2  # both faults were hit and retried
+    assert clickhouse.query("SELECT count() FROM events").result_rows[0][0] == 120
+    distinct = clickhouse.query("SELECT uniqExact(event_id) FROM events").result_rows[0][0]
+    assert distinct == 120

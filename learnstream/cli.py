@@ -1,6 +1,8 @@
 """``learnstream``: the analyst's command line.
 
     learnstream query "SELECT ..." [--format table|csv|json]
+    learnstream query NAME [--param days=7 ...] [--format ...]   (a named query)
+    learnstream queries                                          (list the named ones)
 
 Asks the running sink's query endpoint (it owns the embedded chdb while it runs);
 when no sink is running, opens the ClickHouse data directly.
@@ -19,6 +21,7 @@ from typing import Any
 import httpx
 
 from learnstream.settings import Settings
+from sinks import query_library
 
 
 def _via_endpoint(settings: Settings, sql: str) -> tuple[list[str], list[list[Any]]] | None:
@@ -70,13 +73,30 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    query = commands.add_parser("query", help="run read-only SQL against the events store")
-    query.add_argument("sql")
+    query = commands.add_parser("query", help="run read-only SQL or a named query")
+    query.add_argument("sql", help="SQL, or the name of a query in the library")
+    query.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
     query.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    commands.add_parser("queries", help="list the named queries and their parameters")
     args = parser.parse_args(argv)
+    library = query_library.load()
+    if args.command == "queries":
+        for name, named in library.items():
+            params = ", ".join(f"{p.name}={p.default or '?'}" for p in named.parameters)
+            print(f"{name} ({params})\n    {named.description}")
+        return 0
+    sql = args.sql
+    if sql in library:
+        given = dict(item.partition("=")[::2] for item in args.param)
+        try:
+            sql = library[sql].render(given)
+        except query_library.QueryError as exc:
+            raise SystemExit(str(exc)) from None
+    elif args.param:
+        raise SystemExit(f"--param is for named queries; {sql[:40]!r} is not one")
     settings = Settings()
-    found = _via_endpoint(settings, args.sql)
-    columns, rows = found if found is not None else _direct(settings, args.sql)
+    found = _via_endpoint(settings, sql)
+    columns, rows = found if found is not None else _direct(settings, sql)
     print(render(columns, rows, args.format))
     return 0
 

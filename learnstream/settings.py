@@ -98,6 +98,11 @@ class Settings(BaseSettings):
         description="Fault injection for tests: if set and the file is absent, a processors "
         "worker creates it and stops fetching one partition, as a Faust stall would.",
     )
+    fault_fail_marker: Path | None = Field(
+        default=None,
+        description="Fault injection for tests: if set and the file is absent, a processors "
+        "worker creates it and fails on the next record it processes.",
+    )
     table_store: str | None = Field(
         default=None,
         description="Faust table store: memory:// or rocksdb://. Unset: rocksdb:// in "

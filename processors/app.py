@@ -37,7 +37,7 @@ from learnstream.topics import (
 )
 from processors import outputs
 from processors.consent import CONSENT_EVENT, allowed, updated_consent
-from processors.dedup_window import ExpiryQueue
+from processors.dedup_window import ExpiryQueue, arrival_ms
 from processors.delivery import Position, Seen, already_applied, classify
 from processors.generations import Handover, group_id
 from processors.offsets import OffsetProbe
@@ -51,6 +51,7 @@ from schemas.registry import SchemaRegistry
 from schemas.validation import FieldError
 
 log = logging.getLogger(__name__)
+EX_TEMPFAIL = 75  # sysexits.h: exit for the supervisor to restart the worker
 
 
 class _Projection:
@@ -173,17 +174,19 @@ def create_app(
         if found:
             log.critical("partitions stalled, exiting for a restart: %s", found)
             logging.shutdown()
-            os._exit(75)  # EX_TEMPFAIL; every effect is tied to its offset, so this is safe
+            os._exit(EX_TEMPFAIL)  # every effect is tied to its offset, so this is safe
 
     def forget_expired(partition: int, now_ms: int) -> None:
         if not expiry.knows(partition):  # first record since (re)assignment: what's held?
-            expiry.rebuild(
-                partition,
-                ((eid, int(v["t"])) for eid, v in first_seen.items() if v and v["p"] == partition),
+            held_here = (
+                (eid, arrival_ms(v, now_ms))
+                for eid, v in first_seen.items()
+                if v and v["p"] == partition
             )
+            expiry.rebuild(partition, held_here)
         for event_id, arrived in expiry.expired(partition, now_ms):
             held = first_seen.get(event_id)
-            if held is not None and int(held["t"]) == arrived:
+            if held is not None and arrival_ms(held, arrived) == arrived:
                 del first_seen[event_id]  # in-stream: the changelog gets a tombstone
 
     # user_id -> {"state", "applied": position, "derived": outputs of that message}
@@ -254,55 +257,70 @@ def create_app(
             consents[event.user_id] = updated_consent(consent, event.properties)
         return allowed(consent, event.event_type, category)
 
+    async def handle(message: Any) -> None:
+        marker = settings.fault_fail_marker
+        if marker is not None and not marker.exists():  # tests only: fail once, here
+            marker.touch()
+            raise RuntimeError("fault injection: processing this record fails once")
+        here = Position(message.message.partition, message.message.offset)
+        watch.processed(here.partition, here.offset, time.monotonic())
+        replaying = here.offset < emits_from.get(here.partition, 0)
+        data: bytes = message.value
+        try:
+            datum = decode(registry, data)
+            event = Event.from_envelope(datum)
+            event_type = catalog[event.event_type]
+        except Exception as exc:  # undecodable bytes must not stop the partition
+            if replaying:  # dead-lettered by the previous generation
+                return
+            log.error("undecodable message at %s: %r", here, exc)
+            letter = dead_letter(
+                data.hex(),
+                [FieldError("(message)", f"cannot decode: {exc!r}")],
+                datetime.fromtimestamp(message.message.timestamp, UTC),  # Faust: seconds
+                source=f"processors at partition {here.partition} offset {here.offset}",
+            )
+            await invalid_topic.send(value=letter)
+            return
+        arrived_ms = round(message.message.timestamp * 1000)  # Faust gives seconds
+        forget_expired(here.partition, arrived_ms)
+        seen_at = first_seen.get(event.event_id)
+        verdict = classify(Position.from_json(seen_at) if seen_at else None, here)
+        if verdict is Seen.DUPLICATE:
+            counters["duplicates"] += 1
+            return
+        if verdict is Seen.FIRST_TIME:
+            first_seen[event.event_id] = {**here.as_json(), "t": arrived_ms}
+            expiry.remember(here.partition, event.event_id, arrived_ms)
+        rate = sample_rate(event_type, settings.environment, settings.sample_rate_overrides)
+        if not keeps(event.event_id, rate):
+            counters["sampled_out"] += 1
+            return
+        if not consent_allows(event, event_type.category):
+            counters["consent_filtered"] += 1
+            return
+        if rate < 1.0:
+            datum["sample_rate"] = rate
+            data = encode(
+                registry.id_for(event_type.subject, event_type.schema), event_type.parsed, datum
+            )
+        if not replaying:
+            await clean_topic.send(key=message.key, value=data)
+        if event.user_id is not None:
+            await fold_learner(event, datum, here, replaying)
+
     @app.agent(raw_topic)
     async def process_raw(stream: faust.StreamT[bytes]) -> None:
         async for message in stream.events():
-            here = Position(message.message.partition, message.message.offset)
-            watch.processed(here.partition, here.offset, time.monotonic())
-            replaying = here.offset < emits_from.get(here.partition, 0)
-            data: bytes = message.value
             try:
-                datum = decode(registry, data)
-                event = Event.from_envelope(datum)
-                event_type = catalog[event.event_type]
-            except Exception as exc:  # undecodable bytes must not stop the partition
-                if replaying:  # dead-lettered by the previous generation
-                    continue
-                log.error("undecodable message at %s: %r", here, exc)
-                letter = dead_letter(
-                    data.hex(),
-                    [FieldError("(message)", f"cannot decode: {exc!r}")],
-                    datetime.fromtimestamp(message.message.timestamp, UTC),  # Faust: seconds
-                    source=f"processors at partition {here.partition} offset {here.offset}",
-                )
-                await invalid_topic.send(value=letter)
-                continue
-            arrived_ms = round(message.message.timestamp * 1000)  # Faust gives seconds
-            forget_expired(here.partition, arrived_ms)
-            seen_at = first_seen.get(event.event_id)
-            verdict = classify(Position.from_json(seen_at) if seen_at else None, here)
-            if verdict is Seen.DUPLICATE:
-                counters["duplicates"] += 1
-                continue
-            if verdict is Seen.FIRST_TIME:
-                first_seen[event.event_id] = {**here.as_json(), "t": arrived_ms}
-                expiry.remember(here.partition, event.event_id, arrived_ms)
-            rate = sample_rate(event_type, settings.environment, settings.sample_rate_overrides)
-            if not keeps(event.event_id, rate):
-                counters["sampled_out"] += 1
-                continue
-            if not consent_allows(event, event_type.category):
-                counters["consent_filtered"] += 1
-                continue
-            if rate < 1.0:
-                datum["sample_rate"] = rate
-                data = encode(
-                    registry.id_for(event_type.subject, event_type.schema), event_type.parsed, datum
-                )
-            if not replaying:
-                await clean_topic.send(key=message.key, value=data)
-            if event.user_id is not None:
-                await fold_learner(event, datum, here, replaying)
+                await handle(message)
+            except Exception:
+                # Exit at once: Faust would ack the failing message while unwinding and
+                # commit it on shutdown, skipping it for good. Exiting without a commit
+                # makes the restart retry it, as after a SIGKILL.
+                log.critical("processing failed; exiting so a restart retries it", exc_info=True)
+                logging.shutdown()
+                os._exit(EX_TEMPFAIL)
 
     @app.timer(interval=60.0)  # type: ignore[untyped-decorator]
     async def report_counters() -> None:

@@ -9,8 +9,17 @@ the table's changelog gets tombstones and its size stays bounded by the window.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+
+def arrival_ms(remembered: Mapping[str, Any], unknown: int) -> int:
+    """When a remembered id's first record arrived. Entries written before arrival times
+    were kept have none: they count as arriving ``unknown`` (the record being processed),
+    which keeps them one more full window: never forgotten early, still forgotten."""
+    arrived = remembered.get("t")
+    return int(arrived) if arrived is not None else unknown
 
 
 @dataclass

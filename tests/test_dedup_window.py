@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processors.dedup_window import ExpiryQueue
+from processors.dedup_window import ExpiryQueue, arrival_ms
 
 
 def test_ids_leave_the_window_in_arrival_order_per_partition() -> None:
@@ -43,3 +43,15 @@ def test_exactly_the_entries_older_than_the_window_expire(
     gone = queue.expired(0, now)
     assert sorted(gone) == sorted((e, t) for e, t in arrivals if t < now - 2_000)
     assert len(queue) == len(arrivals) - len(gone)
+
+
+def test_entries_from_before_arrival_times_were_kept_expire_a_window_later() -> None:
+    """State written by an older version has no "t": it must neither crash the worker
+    (it did, on a data folder kept from before) nor be forgotten early."""
+    legacy, current = {"p": 0, "o": 5}, {"p": 0, "o": 6, "t": 1_000}
+    assert arrival_ms(legacy, unknown=50_000) == 50_000
+    assert arrival_ms(current, unknown=50_000) == 1_000
+    queue = ExpiryQueue(window_ms=10_000)
+    queue.rebuild(0, [("old", arrival_ms(legacy, 50_000)), ("new", arrival_ms(current, 50_000))])
+    assert queue.expired(0, now_ms=55_000) == [("new", 1_000)]
+    assert queue.expired(0, now_ms=60_001) == [("old", 50_000)]

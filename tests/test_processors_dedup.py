@@ -160,3 +160,22 @@ def test_rocksdb_store_keeps_dedup_state_across_a_kill(settings: Settings) -> No
             group.stop_all()
     assert clean == [a, b, c]
     assert list(rocks.faust_data_dir.rglob("*.sst")) or list(rocks.faust_data_dir.rglob("CURRENT"))
+
+
+def test_a_record_whose_processing_fails_is_retried_not_skipped(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Faust acks and commits the record an agent fails on; the worker must exit first."""
+    faulty = settings.model_copy(update={"fault_fail_marker": tmp_path / "failed-once"})
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    asyncio.run(produce(faulty, [(record(i), T0_MS + n) for n, i in enumerate(ids)]))
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "a") as log:
+        group = ServiceGroup(env=faulty.as_env(), out=log)
+        group.start("processors")
+        try:
+            clean = _wait_for_clean(faulty, group, 3)  # restarts the worker after the failure
+        finally:
+            group.stop_all()
+    assert "processing failed; exiting so a restart retries it" in log_path.read_text()
+    assert sorted(clean) == sorted(ids)

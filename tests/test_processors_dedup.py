@@ -73,20 +73,9 @@ def test_repeat_within_window_dropped_after_window_new(settings: Settings, tmp_p
         group = ServiceGroup(env=windowed.as_env(), out=quiet)
         group.start("processors")
         try:
-            deadline = time.monotonic() + 90
-            clean: list[str] = []
-            while time.monotonic() < deadline and len(clean) < 3:
-                assert not group.supervise()
-                clean = [
-                    str(decode(REGISTRY, m.value)["event_id"])
-                    for m in read_all(windowed.kafka_bootstrap, windowed.topic(EVENTS_CLEAN))
-                ]
-                time.sleep(0.5)
+            _wait_for_clean(windowed, group, 3)
             time.sleep(2)  # anything wrongly let through would show up by now
-            clean = [
-                str(decode(REGISTRY, m.value)["event_id"])
-                for m in read_all(windowed.kafka_bootstrap, windowed.topic(EVENTS_CLEAN))
-            ]
+            clean = _clean_ids(windowed)
         finally:
             group.stop_all()
     assert clean == [a, a, b]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from functools import cache
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -41,10 +42,17 @@ def read_all(bootstrap: str, topic: str) -> list[Any]:
     return asyncio.run(_read_all(bootstrap, topic))
 
 
+@cache
+def _registry() -> Any:
+    # built once: loading every current and released schema takes about a second, and
+    # tests call latest_by_key in polling loops
+    from schemas.registry import FileSchemaRegistry
+
+    return FileSchemaRegistry.from_files()
+
+
 def latest_by_key(bootstrap: str, topic: str) -> dict[str, dict[str, Any]]:
     """A compacted projection topic as its consumers see it: the newest value per key."""
     from schemas.codec import decode
-    from schemas.registry import FileSchemaRegistry
 
-    registry = FileSchemaRegistry.from_files()
-    return {m.key.decode(): decode(registry, m.value) for m in read_all(bootstrap, topic)}
+    return {m.key.decode(): decode(_registry(), m.value) for m in read_all(bootstrap, topic)}

@@ -17,8 +17,9 @@ from schemas.catalog import default_catalog
 from schemas.registry import registry_for
 from sinks.clickhouse import connect, migrate
 from sinks.event_sink import EventSink
+from sinks.projection_rows import PROJECTION_TABLES, projection_route
 from sinks.query_api import create_query_app
-from sinks.routes import event_route, invalid_route
+from sinks.routes import Route, event_route, invalid_route
 from sinks.writer import ClickHouseWriter
 
 log = logging.getLogger(__name__)
@@ -32,17 +33,31 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
-async def serve(settings: Settings) -> None:
-    await ensure_topics(settings)
-    client = connect(settings)
-    migrate(client, settings.clickhouse_database)
-    writer = ClickHouseWriter(client, settings.clickhouse_database)
-    events = event_route(default_catalog(), registry_for(settings.schema_registry_url))
+def sink_routes(settings: Settings) -> dict[str, Route]:
+    """Every topic the sink stores, and its table."""
+    registry = registry_for(settings.schema_registry_url)
+    events = event_route(default_catalog(), registry)
     routes = {
         settings.topic(EVENTS_CLEAN): events,
         settings.topic(EVENTS_DERIVED): events,
         settings.topic(EVENTS_INVALID): invalid_route(),
     }
+    for topic, spec in PROJECTION_TABLES.items():
+        routes[settings.topic(topic)] = projection_route(spec, registry)
+    return routes
+
+
+async def serve(settings: Settings) -> None:
+    if settings.environment == "production" and not settings.reader_token_secret:
+        raise SystemExit(
+            "production needs LEARNSTREAM_READER_TOKEN_SECRET: an open read API shows everyone "
+            "everything"
+        )
+    await ensure_topics(settings)
+    client = connect(settings)
+    migrate(client, settings.clickhouse_database)
+    writer = ClickHouseWriter(client, settings.clickhouse_database)
+    routes = sink_routes(settings)
     sink = EventSink.create(
         settings.kafka_bootstrap,
         routes,
@@ -53,7 +68,7 @@ async def serve(settings: Settings) -> None:
     )
     server = _EmbeddedServer(
         uvicorn.Config(
-            create_query_app(writer),
+            create_query_app(writer, settings.reader_token_secret),
             host=settings.query_host,
             port=settings.query_port,
             log_config=None,

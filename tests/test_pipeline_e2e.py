@@ -292,3 +292,29 @@ def test_live_projections_equal_the_fold_of_the_same_log(
             xp_awards[d["user_id"]] = xp_awards.get(d["user_id"], 0) + d["properties"]["xp_amount"]
     assert xp_awards == {u: s.xp for u, s in folded.items() if s.xp}
     assert len({str(d["event_id"]) for d in derived}) == len(derived)
+
+    # the sink keeps the same projections as tables: the latest snapshot per key
+    want_progress = sorted(
+        [u, p["xp"], p["level"], p["current_streak"], p["events_applied"]]
+        for u, p in expected_progress.items()
+    )
+
+    def progress_table_caught_up() -> list[list[Any]] | None:
+        rows = _query(
+            settings,
+            "SELECT user_id, xp, level, current_streak, events_applied "
+            "FROM user_progress_current ORDER BY user_id",
+        )
+        return rows if rows == want_progress else None
+
+    _wait_until(progress_table_caught_up, ARRIVAL_TIMEOUT_S, "user_progress table", pipeline)
+    mastery_rows = _query(settings, "SELECT key, p_mastery, mastered FROM topic_mastery_current")
+    assert {k: (p, bool(m)) for k, p, m in mastery_rows} == {
+        k: (v["p_mastery"], v["mastered"]) for k, v in mastery.items()
+    }
+    mode_rows = _query(
+        settings, "SELECT key, current_level, total_sessions FROM mode_progress_current"
+    )
+    assert {k: (lvl, n) for k, lvl, n in mode_rows} == {
+        k: (v["current_level"], v["total_sessions"]) for k, v in modes.items()
+    }

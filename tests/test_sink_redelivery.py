@@ -19,7 +19,7 @@ from schemas.registry import FileSchemaRegistry
 from schemas.validation import Accepted, validate_event
 from sinks.clickhouse import migrate
 from sinks.event_sink import EventSink
-from sinks.routes import event_route, invalid_route
+from sinks.routes import Route, event_route, invalid_route
 from sinks.writer import ClickHouseWriter
 from tests.conftest import REPO
 
@@ -69,8 +69,13 @@ async def produce(settings: Settings, count: int) -> None:
         await producer.stop()
 
 
-async def run_sink_until(settings: Settings, writer: ClickHouseWriter, rows: int) -> EventSink:
-    routes = {
+async def run_sink_until(
+    settings: Settings,
+    writer: ClickHouseWriter,
+    rows: int,
+    routes: dict[str, Route] | None = None,
+) -> EventSink:
+    routes = routes or {
         settings.topic(EVENTS_CLEAN): event_route(CATALOG, REGISTRY),
         settings.topic(EVENTS_INVALID): invalid_route(),
     }
@@ -234,8 +239,12 @@ async def produce_examples(
     await producer.start()
     try:
         for event in events:
+            rate = event.get("sample_rate")  # set by the processors, never by senders
+            event = {k: v for k, v in event.items() if k != "sample_rate"}
             outcome = validate_event(CATALOG, event, now or T0 + timedelta(days=30))
             assert isinstance(outcome, Accepted), outcome
+            if rate is not None:
+                outcome.datum["sample_rate"] = rate
             kind = outcome.event_type
             value = encode(REGISTRY.id_for(kind.subject, kind.schema), kind.parsed, outcome.datum)
             await producer.send(settings.topic(EVENTS_CLEAN), value, key=b"usr_12345")

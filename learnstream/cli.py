@@ -3,6 +3,8 @@
     learnstream query "SELECT ..." [--format table|csv|json]
     learnstream query NAME [--param days=7 ...] [--format ...]   (a named query)
     learnstream queries                                          (list the named ones)
+    learnstream query NAME --plot out.png                        (a time series, drawn)
+    learnstream row-policies --clickhouse-user U --role R ...    (ClickHouse row policies)
 
 Asks the running sink's query endpoint (it owns the embedded chdb while it runs);
 when no sink is running, opens the ClickHouse data directly.
@@ -24,12 +26,26 @@ from learnstream.settings import Settings
 from sinks import query_library
 
 
+def _headers(settings: Settings) -> dict[str, str]:
+    headers = {"content-type": "text/plain"}
+    if settings.reader_token:
+        headers["authorization"] = f"Bearer {settings.reader_token}"
+    return headers
+
+
 def _via_endpoint(settings: Settings, sql: str) -> tuple[list[str], list[list[Any]]] | None:
     try:
         response = httpx.post(
             f"{settings.query_url}/v1/query",
             content=sql.encode(),
-            headers={"content-type": "text/plain"},
+            headers={
+                "content-type": "text/plain",
+                **(
+                    {"authorization": f"Bearer {settings.reader_token}"}
+                    if settings.reader_token
+                    else {}
+                ),
+            },
             timeout=60,
         )
     except httpx.TransportError:
@@ -66,25 +82,7 @@ def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str) -> s
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="learnstream",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    query = commands.add_parser("query", help="run read-only SQL or a named query")
-    query.add_argument("sql", help="SQL, or the name of a query in the library")
-    query.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
-    query.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    commands.add_parser("queries", help="list the named queries and their parameters")
-    args = parser.parse_args(argv)
-    library = query_library.load()
-    if args.command == "queries":
-        for name, named in library.items():
-            params = ", ".join(f"{p.name}={p.default or '?'}" for p in named.parameters)
-            print(f"{name} ({params})\n    {named.description}")
-        return 0
+def _run_query(args: argparse.Namespace, library: dict[str, query_library.NamedQuery]) -> int:
     sql = args.sql
     if sql in library:
         given = dict(item.partition("=")[::2] for item in args.param)
@@ -97,8 +95,87 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     found = _via_endpoint(settings, sql)
     columns, rows = found if found is not None else _direct(settings, sql)
+    if args.plot is not None:
+        from learnstream.plots import plot_time_series
+
+        plot_time_series(columns, rows, args.plot, title=args.sql if args.sql in library else "")
+        print(f"wrote {args.plot}")
+        return 0
     print(render(columns, rows, args.format))
     return 0
+
+
+def _row_policies(args: argparse.Namespace) -> int:
+    from sinks.access import AccessError, Principal, Role, row_policies
+
+    settings = Settings()
+    try:
+        who = Principal(
+            Role(args.role),
+            args.user_id,
+            args.organization,
+            tuple(args.class_id),
+            tuple(args.teacher),
+        )
+    except AccessError as exc:
+        raise SystemExit(exc.message) from None
+    statements = row_policies(who, args.clickhouse_user, settings.clickhouse_database)
+    if not args.apply:
+        print(";\n".join(statements) + ";")
+        return 0
+    if not settings.clickhouse_url:
+        raise SystemExit(
+            "--apply needs a ClickHouse server (LEARNSTREAM_CLICKHOUSE_URL); "
+            "embedded chdb has no users to give policies to"
+        )
+    from sinks.clickhouse import connect
+
+    client = connect(settings)
+    for statement in statements:
+        client.command(statement)
+    print(f"applied {len(statements)} row policies for {args.clickhouse_user}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="learnstream",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    query = commands.add_parser("query", help="run read-only SQL or a named query")
+    query.add_argument("sql", help="SQL, or the name of a query in the library")
+    query.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    query.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    query.add_argument("--plot", metavar="OUT.png", help="draw the result as a time series instead")
+    commands.add_parser("queries", help="list the named queries and their parameters")
+    policies = commands.add_parser(
+        "row-policies", help="ClickHouse row policies giving a server user one reader's rows"
+    )
+    policies.add_argument("--clickhouse-user", required=True)
+    policies.add_argument(
+        "--role",
+        required=True,
+        choices=["student", "teacher", "teacher_admin", "subscriber_admin", "system_admin"],
+    )
+    policies.add_argument("--user-id", required=True, help="the reader's own user id")
+    policies.add_argument("--organization")
+    policies.add_argument("--class-id", action="append", default=[], help="repeatable")
+    policies.add_argument(
+        "--teacher", action="append", default=[], help="teachers a teacher_admin manages"
+    )
+    policies.add_argument("--apply", action="store_true", help="run them on the server")
+    args = parser.parse_args(argv)
+    library = query_library.load()
+    if args.command == "queries":
+        for name, named in library.items():
+            params = ", ".join(f"{p.name}={p.default or '?'}" for p in named.parameters)
+            print(f"{name} ({params})\n    {named.description}")
+        return 0
+    if args.command == "row-policies":
+        return _row_policies(args)
+    return _run_query(args, library)
 
 
 if __name__ == "__main__":

@@ -124,6 +124,16 @@ class Settings(BaseSettings):
     sink_batch_max_wait_s: float = Field(
         default=1.0, gt=0, description="Longest an event waits in the sink before its insert."
     )
+    reader_token_secret: str | None = Field(
+        default=None,
+        description="HS256 secret of reader tokens (claims sub, role, org, classes, teachers, "
+        "exp) for the read API. Unset (development only) every reader is a system admin. "
+        "Required in production.",
+    )
+    reader_token: str | None = Field(
+        default=None,
+        description="The reader token the learnstream CLI sends to the read API.",
+    )
     query_host: str = Field(default="127.0.0.1", description="Query endpoint bind address.")
     query_port: int = Field(default=8081, description="Query endpoint port (served by the sink).")
 

@@ -1,19 +1,25 @@
-"""The analysts' door to embedded ClickHouse.
+"""The read API, served by the sink process.
 
 chdb takes a lock on its data folder, so while the sink runs it is the only process
-that can open it. The sink therefore serves read-only SQL over HTTP; against a
-ClickHouse server analysts can equally use any ClickHouse client.
+that can open it; the apps' learner reads and the analysts' SQL therefore go through
+this process. Against a ClickHouse server analysts can equally use any client, with
+the row policies ``learnstream row-policies`` generates.
+
+Every request names its reader with a reader token (see ``sinks.access``); each query
+carries that reader's access condition. Raw SQL is for system administrators only.
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime
-from typing import Any
+from datetime import UTC, date, datetime
+from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import Body, FastAPI, Query
+from fastapi import Body, Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 
+from sinks.access import AccessError, Principal, Role, principal_from_token
+from sinks.learner_reads import MAX_PAGE, PERIOD_DAYS, LearnerReads
 from sinks.writer import ClickHouseWriter
 
 
@@ -27,10 +33,36 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def create_query_app(writer: ClickHouseWriter) -> FastAPI:
-    app = FastAPI(title="learnstream query", version="1")
+def _reader(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
+    """The reader a request's token names (see sinks.access)."""
+    try:
+        return principal_from_token(authorization, request.app.state.reader_token_secret)
+    except AccessError as exc:
+        raise HTTPException(exc.status, exc.message) from None
 
-    async def run(sql: str) -> JSONResponse:
+
+Reader = Annotated[Principal, Depends(_reader)]
+AsOf = Annotated[date | None, Query(description="last day considered; today (UTC) if unset")]
+
+
+def create_query_app(writer: ClickHouseWriter, reader_token_secret: str | None = None) -> FastAPI:
+    app = FastAPI(title="learnstream read API", version="1")
+    reads = LearnerReads(writer)
+
+    app.state.reader_token_secret = reader_token_secret
+
+    async def learner(who: Principal, user_id: str) -> str:
+        """The learner a path names (``me``: the reader), if the reader may see them."""
+        target = who.user_id if user_id == "me" else user_id
+        if who.role is Role.STUDENT and target != who.user_id:
+            raise HTTPException(403, "a student may read only their own data")
+        if not await reads.visible(who, target):
+            raise HTTPException(404, f"no learner {target!r} in your scope")
+        return target
+
+    async def run_sql(who: Principal, sql: str) -> JSONResponse:
+        if who.role is not Role.SYSTEM_ADMIN:
+            raise HTTPException(403, "raw SQL is for system administrators; use the learner reads")
         try:
             columns, rows = await writer.query(sql, readonly=True)
         except Exception as exc:  # a bad query is the caller's problem, reported as such
@@ -38,12 +70,60 @@ def create_query_app(writer: ClickHouseWriter) -> FastAPI:
         return JSONResponse({"columns": columns, "rows": [_jsonable(r) for r in rows]})
 
     @app.get("/v1/query")
-    async def query_get(sql: str = Query(..., description="read-only SQL")) -> JSONResponse:
-        return await run(sql)
+    async def query_get(
+        who: Reader, sql: str = Query(..., description="read-only SQL")
+    ) -> JSONResponse:
+        return await run_sql(who, sql)
 
     @app.post("/v1/query")
-    async def query_post(sql: str = Body(..., media_type="text/plain")) -> JSONResponse:
-        return await run(sql)
+    async def query_post(
+        who: Reader, sql: str = Body(..., media_type="text/plain")
+    ) -> JSONResponse:
+        return await run_sql(who, sql)
+
+    @app.get("/v1/learners/{user_id}/sessions/history", tags=["sessions"])
+    async def session_history(
+        who: Reader,
+        user_id: str,
+        limit: int = Query(20, ge=1, le=MAX_PAGE),
+        offset: int = Query(0, ge=0),
+        session_type: str | None = Query(None),
+    ) -> dict[str, Any]:
+        """A learner's sessions, newest first, a page at a time (at most 100)."""
+        target = await learner(who, user_id)
+        return await reads.history(who, target, limit, offset, session_type)
+
+    @app.get("/v1/learners/{user_id}/sessions/stats", tags=["sessions"])
+    async def session_stats(
+        who: Reader,
+        user_id: str,
+        period: str = Query("week", pattern=f"^({'|'.join(PERIOD_DAYS)})$"),
+        as_of: AsOf = None,
+    ) -> dict[str, Any]:
+        """Totals, averages, per-type breakdown, daily trend, common topics, weak areas."""
+        target = await learner(who, user_id)
+        return await reads.stats(who, target, period, as_of or datetime.now(UTC).date())
+
+    @app.get("/v1/learners/{user_id}/sessions/warmup", tags=["sessions"])
+    async def session_warmup(who: Reader, user_id: str, as_of: AsOf = None) -> dict[str, Any]:
+        """Focus areas and vocabulary from the last 7 days, and the last session."""
+        target = await learner(who, user_id)
+        return await reads.warmup(who, target, as_of or datetime.now(UTC).date())
+
+    @app.get("/v1/learners/{user_id}/blind-spots", tags=["learners"])
+    async def learner_blind_spots(who: Reader, user_id: str) -> dict[str, Any]:
+        target = await learner(who, user_id)
+        found = await reads.blind_spots(who, target)
+        return found or {"user_id": target, "blind_spots": []}
+
+    @app.get("/v1/learners/{user_id}/state", tags=["learners"])
+    async def learner_state(who: Reader, user_id: str) -> dict[str, Any]:
+        """XP, level, streaks, study stats, topic mastery and practice-mode levels."""
+        target = await learner(who, user_id)
+        found = await reads.state(who, target)
+        if found is None:
+            raise HTTPException(404, f"no projection state for {target!r} yet")
+        return found
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

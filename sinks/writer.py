@@ -83,12 +83,19 @@ class ClickHouseWriter:
 
         return await self.run(call)
 
-    async def query(self, sql: str, readonly: bool = True) -> tuple[list[str], list[Any]]:
+    async def query(
+        self, sql: str, readonly: bool = True, parameters: dict[str, Any] | None = None
+    ) -> tuple[list[str], list[Any]]:
         def call() -> tuple[list[str], list[Any]]:
-            result = self.client.query(sql, settings={"readonly": 1} if readonly else None)
+            result = self.client.query(
+                sql, parameters=parameters, settings={"readonly": 1} if readonly else None
+            )
             return list(result.column_names), [list(row) for row in result.result_rows]
 
         return await self.run(call)
+
+    async def command(self, sql: str, parameters: dict[str, Any] | None = None) -> None:
+        await self.run(lambda: self.client.command(sql, parameters=parameters))
 
     def release(self) -> None:
         """Stop the worker thread; the client stays open for whoever owns it."""

@@ -1,0 +1,208 @@
+"""What apps read about one learner (seed 003): session history, period stats, warmup,
+blind spots and current state. Every query carries the caller's access condition.
+
+Language-practice sessions are ``session_result`` events; their scores, topics,
+vocabulary and areas to improve live in the properties JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sinks.access import Principal, event_condition, learner_condition
+from sinks.writer import ClickHouseWriter
+
+MAX_PAGE = 100
+PERIOD_DAYS = {"week": 7, "month": 30}
+WARMUP_DAYS = 7
+TOP = 5
+
+_SESSION_COLUMNS = """
+    toString(event_id) AS session_id,
+    timestamp,
+    JSONExtractString(properties, 'session_type') AS session_type,
+    duration_seconds,
+    JSONExtract(properties, 'words_spoken', 'Nullable(Int64)') AS words_spoken,
+    JSONExtract(properties, 'pronunciation_score', 'Nullable(Float64)') AS pronunciation_score,
+    JSONExtract(properties, 'fluency_score', 'Nullable(Float64)') AS fluency_score,
+    JSONExtract(properties, 'grammar_score', 'Nullable(Float64)') AS grammar_score,
+    JSONExtract(properties, 'topics', 'Array(String)') AS topics,
+    JSONExtract(properties, 'vocabulary_learned', 'Array(String)') AS vocabulary_learned,
+    JSONExtract(properties, 'areas_to_improve', 'Array(String)') AS areas_to_improve
+"""
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return value
+
+
+@dataclass(frozen=True)
+class LearnerReads:
+    writer: ClickHouseWriter
+
+    @property
+    def _db(self) -> str:
+        return self.writer.database
+
+    async def _rows(self, sql: str, **parameters: Any) -> list[dict[str, Any]]:
+        columns, rows = await self.writer.query(sql, parameters=parameters)
+        return [{c: _jsonable(v) for c, v in zip(columns, row, strict=True)} for row in rows]
+
+    def _sessions_where(self, who: Principal) -> str:
+        return (
+            f"event_type = 'session_result' AND user_id = {{user:String}} "
+            f"AND ({event_condition(who)})"
+        )
+
+    async def visible(self, who: Principal, user_id: str) -> bool:
+        """Whether ``who`` may see anything of this learner."""
+        rows = await self._rows(
+            f"SELECT count() > 0 AS seen FROM {self._db}.events "
+            f"WHERE user_id = {{user:String}} AND ({event_condition(who)})",
+            user=user_id,
+        )
+        return bool(rows[0]["seen"])
+
+    async def history(
+        self, who: Principal, user_id: str, limit: int, offset: int, session_type: str | None
+    ) -> dict[str, Any]:
+        where = self._sessions_where(who)
+        if session_type is not None:
+            where += " AND JSONExtractString(properties, 'session_type') = {type:String}"
+        params: dict[str, Any] = {"user": user_id, "type": session_type or ""}
+        total = await self._rows(
+            f"SELECT count() AS n FROM {self._db}.events WHERE {where}", **params
+        )
+        sessions = await self._rows(
+            f"SELECT {_SESSION_COLUMNS} FROM {self._db}.events WHERE {where} "
+            "ORDER BY timestamp DESC, session_id LIMIT {limit:UInt32} OFFSET {offset:UInt32}",
+            limit=limit,
+            offset=offset,
+            **params,
+        )
+        return {
+            "user_id": user_id,
+            "total": total[0]["n"],
+            "limit": limit,
+            "offset": offset,
+            "sessions": sessions,
+        }
+
+    async def stats(self, who: Principal, user_id: str, period: str, as_of: date) -> dict[str, Any]:
+        days = PERIOD_DAYS[period]
+        since = datetime.combine(as_of - timedelta(days=days - 1), datetime.min.time(), UTC)
+        until = datetime.combine(as_of + timedelta(days=1), datetime.min.time(), UTC)
+        window = (
+            f"{self._sessions_where(who)} AND timestamp >= {{since:DateTime64(3, 'UTC')}} "
+            "AND timestamp < {until:DateTime64(3, 'UTC')}"
+        )
+        params = {"user": user_id, "since": since, "until": until}
+        source = f"(SELECT {_SESSION_COLUMNS} FROM {self._db}.events WHERE {window})"
+        totals = await self._rows(
+            "SELECT count() AS total_sessions, "
+            "sum(duration_seconds) AS total_duration_seconds, "
+            "sum(ifNull(words_spoken, 0)) AS total_words_spoken, "
+            "round(avg(pronunciation_score), 1) AS avg_pronunciation_score, "
+            "round(avg(fluency_score), 1) AS avg_fluency_score, "
+            "round(avg(grammar_score), 1) AS avg_grammar_score "
+            f"FROM {source}",
+            **params,
+        )
+        by_type = await self._rows(
+            "SELECT session_type, count() AS sessions, "
+            "sum(duration_seconds) AS duration_seconds "
+            f"FROM {source} GROUP BY session_type ORDER BY session_type",
+            **params,
+        )
+        trend = await self._rows(
+            "SELECT toDate(timestamp) AS date, count() AS sessions, "
+            "round(avg(pronunciation_score), 1) AS avg_pronunciation_score, "
+            "round(avg(fluency_score), 1) AS avg_fluency_score, "
+            "round(avg(grammar_score), 1) AS avg_grammar_score "
+            f"FROM {source} GROUP BY date ORDER BY date",
+            **params,
+        )
+        summary = totals[0]
+        return {
+            "user_id": user_id,
+            "period": period,
+            "from": since.date().isoformat(),
+            "to": as_of.isoformat(),
+            **summary,
+            "total_duration_seconds": summary["total_duration_seconds"] or 0,
+            "sessions_by_type": by_type,
+            "daily_trend": trend,
+            "common_topics": await self._top(source, "topics", "topic", params),
+            "weak_areas": await self._top(source, "areas_to_improve", "area", params),
+        }
+
+    async def _top(
+        self, source: str, column: str, name: str, params: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        return await self._rows(
+            f"SELECT arrayJoin({column}) AS {name}, count() AS count FROM {source} "
+            f"GROUP BY {name} ORDER BY count DESC, {name} LIMIT {TOP}",
+            **params,
+        )
+
+    async def warmup(self, who: Principal, user_id: str, as_of: date) -> dict[str, Any]:
+        since = datetime.combine(as_of - timedelta(days=WARMUP_DAYS - 1), datetime.min.time(), UTC)
+        until = datetime.combine(as_of + timedelta(days=1), datetime.min.time(), UTC)
+        recent = (
+            f"(SELECT {_SESSION_COLUMNS} FROM {self._db}.events WHERE {self._sessions_where(who)} "
+            "AND timestamp >= {since:DateTime64(3, 'UTC')} "
+            "AND timestamp < {until:DateTime64(3, 'UTC')})"
+        )
+        params = {"user": user_id, "since": since, "until": until}
+        focus = await self._rows(
+            f"SELECT arrayJoin(areas_to_improve) AS area, count() AS count FROM {recent} "
+            "GROUP BY area ORDER BY count DESC, area LIMIT 3",
+            **params,
+        )
+        vocabulary = await self._rows(
+            f"SELECT word, max(timestamp) AS last_seen FROM {recent} "
+            "ARRAY JOIN vocabulary_learned AS word GROUP BY word "
+            "ORDER BY last_seen DESC, word LIMIT 10",
+            **params,
+        )
+        last = await self._rows(
+            f"SELECT {_SESSION_COLUMNS} FROM {self._db}.events WHERE {self._sessions_where(who)} "
+            "AND timestamp < {until:DateTime64(3, 'UTC')} "
+            "ORDER BY timestamp DESC, session_id LIMIT 1",
+            user=user_id,
+            until=until,
+        )
+        return {
+            "user_id": user_id,
+            "focus_areas": [row["area"] for row in focus],
+            "vocabulary_to_review": [row["word"] for row in vocabulary],
+            "last_session": last[0] if last else None,
+        }
+
+    async def _snapshots(self, who: Principal, table: str, user_id: str) -> list[dict[str, Any]]:
+        rows = await self._rows(
+            f"SELECT snapshot FROM {self._db}.{table} FINAL "
+            f"WHERE user_id = {{user:String}} AND is_deleted = 0 "
+            f"AND ({learner_condition(who, self._db)}) ORDER BY key",
+            user=user_id,
+        )
+        return [json.loads(row["snapshot"]) for row in rows]
+
+    async def blind_spots(self, who: Principal, user_id: str) -> dict[str, Any] | None:
+        found = await self._snapshots(who, "blind_spots", user_id)
+        return found[0] if found else None
+
+    async def state(self, who: Principal, user_id: str) -> dict[str, Any] | None:
+        progress = await self._snapshots(who, "user_progress", user_id)
+        if not progress:
+            return None
+        return {
+            "progress": progress[0],
+            "topic_mastery": await self._snapshots(who, "topic_mastery", user_id),
+            "mode_progress": await self._snapshots(who, "mode_progress", user_id),
+        }

@@ -5,6 +5,8 @@
     learnstream queries                                          (list the named ones)
     learnstream query NAME --plot out.png                        (a time series, drawn)
     learnstream row-policies --clickhouse-user U --role R ...    (ClickHouse row policies)
+    learnstream export-user USER [--format json|csv]             (data-subject export)
+    learnstream erase-user USER                                  (data-subject erasure)
 
 Asks the running sink's query endpoint (it owns the embedded chdb while it runs);
 when no sink is running, opens the ClickHouse data directly.
@@ -137,6 +139,27 @@ def _row_policies(args: argparse.Namespace) -> int:
     return 0
 
 
+def _learner_request(args: argparse.Namespace) -> int:
+    """export-user / erase-user: through the sink's read API, as the configured reader."""
+    settings = Settings()
+    headers = _headers(settings)
+    base = f"{settings.query_url}/v1/learners/{args.user_id}"
+    try:
+        if args.command == "export-user":
+            response = httpx.get(
+                f"{base}/export", params={"format": args.format}, headers=headers, timeout=300
+            )
+        else:
+            response = httpx.post(f"{base}/erase", headers=headers, timeout=60)
+    except httpx.TransportError as exc:
+        message = f"the sink's read API at {settings.query_url} is not reachable: {exc}"
+        raise SystemExit(message) from None
+    if response.status_code >= 400:
+        raise SystemExit(f"{args.command} refused ({response.status_code}): {response.text}")
+    print(response.text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="learnstream",
@@ -166,7 +189,16 @@ def main(argv: list[str] | None = None) -> int:
         "--teacher", action="append", default=[], help="teachers a teacher_admin manages"
     )
     policies.add_argument("--apply", action="store_true", help="run them on the server")
+    export = commands.add_parser("export-user", help="a learner's events and state (audited)")
+    export.add_argument("user_id")
+    export.add_argument("--format", choices=["json", "csv"], default="json")
+    erase = commands.add_parser(
+        "erase-user", help="erase a learner everywhere (administrators; audited)"
+    )
+    erase.add_argument("user_id")
     args = parser.parse_args(argv)
+    if args.command in ("export-user", "erase-user"):
+        return _learner_request(args)
     library = query_library.load()
     if args.command == "queries":
         for name, named in library.items():

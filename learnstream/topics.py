@@ -28,6 +28,10 @@ PROJECTIONS_USER_PROGRESS = "projections.user_progress"
 PROJECTIONS_TOPIC_MASTERY = "projections.topic_mastery"
 PROJECTIONS_MODE_PROGRESS = "projections.mode_progress"
 PROJECTIONS_BLIND_SPOTS = "projections.blind_spots"
+# Requests to erase a learner (data-subject rights), keyed by user_id like events.raw
+# so each lands in the partition holding that learner's state. Kept forever: it is
+# the audit trail, and a replay must erase again.
+REQUESTS_ERASURE = "requests.erasure"
 
 _COMPACTED = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
 _KEEP_FOREVER = {"retention.ms": "-1"}
@@ -50,6 +54,7 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
     TopicSpec(PROJECTIONS_TOPIC_MASTERY, _COMPACTED),
     TopicSpec(PROJECTIONS_MODE_PROGRESS, _COMPACTED),
     TopicSpec(PROJECTIONS_BLIND_SPOTS, _COMPACTED),
+    TopicSpec(REQUESTS_ERASURE, _KEEP_FOREVER),
 )
 
 

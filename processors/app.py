@@ -23,6 +23,7 @@ from fastavro import parse_schema
 from faust.types import TP
 
 from learnstream.dead_letters import dead_letter
+from learnstream.erasure import ErasureRequest, erased_before, projection_keys
 from learnstream.settings import Settings
 from learnstream.topics import (
     EVENTS_CLEAN,
@@ -34,6 +35,7 @@ from learnstream.topics import (
     PROJECTIONS_TOPIC_MASTERY,
     PROJECTIONS_USER_PROGRESS,
     PROJECTIONS_XP,
+    REQUESTS_ERASURE,
 )
 from processors import outputs
 from processors.consent import CONSENT_EVENT, allowed, updated_consent
@@ -67,6 +69,10 @@ class _Projection:
 
     async def publish(self, key: str, record: dict[str, Any]) -> None:
         await self.topic.send(key=key.encode(), value=encode(self.schema_id, self.parsed, record))
+
+    async def tombstone(self, key: str) -> None:
+        """No value: compaction removes the key, and the sink marks its row deleted."""
+        await self.topic.send(key=key.encode(), value=None)
 
 
 def _raw_topic(app: faust.App, name: str) -> Any:
@@ -130,6 +136,14 @@ def create_app(
         app, settings.topic(PROJECTIONS_BLIND_SPOTS), "projections/blind_spots.avsc", registry
     )
 
+    erasure_topic = _raw_topic(app, settings.topic(REQUESTS_ERASURE))
+    projection_topics = {
+        PROJECTIONS_XP: xp,
+        PROJECTIONS_USER_PROGRESS: progress,
+        PROJECTIONS_TOPIC_MASTERY: mastery,
+        PROJECTIONS_MODE_PROGRESS: modes,
+        PROJECTIONS_BLIND_SPOTS: spots,
+    }
     partitions = settings.topic_partitions
     # event_id -> {"p", "o": position of the message that first carried it, "t": its arrival}
     first_seen = app.Table("dedup-first-seen", default=None, partitions=partitions)
@@ -193,7 +207,9 @@ def create_app(
     learners = app.Table("learners", default=None, partitions=partitions)
     # user_id -> {category: granted}
     consents = app.Table("consent", default=None, partitions=partitions)
-    counters = {"duplicates": 0, "sampled_out": 0, "consent_filtered": 0}
+    # user_id -> requested_at (ms) of their latest erasure: older events are dropped
+    erased = app.Table("erased", default=None, partitions=partitions)
+    counters = {"duplicates": 0, "sampled_out": 0, "consent_filtered": 0, "erased": 0}
 
     async def publish_learner(
         event: Event, datum: dict[str, Any], state: LearnerState, derived: list[dict[str, Any]]
@@ -282,6 +298,9 @@ def create_app(
             )
             await invalid_topic.send(value=letter)
             return
+        if event.user_id is not None and erased_before(erased.get(event.user_id), event.timestamp):
+            counters["erased"] += 1  # a late copy of an erased learner's event
+            return
         arrived_ms = round(message.message.timestamp * 1000)  # Faust gives seconds
         forget_expired(here.partition, arrived_ms)
         seen_at = first_seen.get(event.event_id)
@@ -290,7 +309,7 @@ def create_app(
             counters["duplicates"] += 1
             return
         if verdict is Seen.FIRST_TIME:
-            first_seen[event.event_id] = {**here.as_json(), "t": arrived_ms}
+            first_seen[event.event_id] = {**here.as_json(), "t": arrived_ms, "u": event.user_id}
             expiry.remember(here.partition, event.event_id, arrived_ms)
         rate = sample_rate(event_type, settings.environment, settings.sample_rate_overrides)
         if not keeps(event.event_id, rate):
@@ -319,6 +338,32 @@ def create_app(
                 # commit it on shutdown, skipping it for good. Exiting without a commit
                 # makes the restart retry it, as after a SIGKILL.
                 log.critical("processing failed; exiting so a restart retries it", exc_info=True)
+                logging.shutdown()
+                os._exit(EX_TEMPFAIL)
+
+    async def erase(request: ErasureRequest) -> None:
+        """Tombstones first, then forget: a crash in between repeats harmless tombstones."""
+        user = request.user_id
+        stored = learners.get(user)
+        state = from_json(stored["state"]) if stored else LearnerState()
+        for topic, keys in projection_keys(user, state.mastery, state.modes).items():
+            for key in keys:
+                await projection_topics[topic].tombstone(key)
+        for table in (learners, consents):
+            if table.get(user) is not None:
+                del table[user]
+        for event_id in [eid for eid, v in first_seen.items() if v and v.get("u") == user]:
+            del first_seen[event_id]
+        erased[user] = max(erased.get(user) or 0, request.requested_at_ms)
+        log.info("erased learner %s (request %s)", user, request.request_id)
+
+    @app.agent(erasure_topic)
+    async def process_erasures(stream: faust.StreamT[bytes]) -> None:
+        async for message in stream.events():
+            try:
+                await erase(ErasureRequest.from_json(message.value))
+            except Exception:  # as for events: never skip a request by committing past it
+                log.critical("erasure failed; exiting so a restart retries it", exc_info=True)
                 logging.shutdown()
                 os._exit(EX_TEMPFAIL)
 

@@ -9,10 +9,18 @@ import signal
 from collections.abc import Iterator
 
 import uvicorn
+from aiokafka import AIOKafkaProducer
 
+from learnstream.erasure import ErasureRequest
 from learnstream.logs import configure_logging
 from learnstream.settings import Settings
-from learnstream.topics import EVENTS_CLEAN, EVENTS_DERIVED, EVENTS_INVALID, ensure_topics
+from learnstream.topics import (
+    EVENTS_CLEAN,
+    EVENTS_DERIVED,
+    EVENTS_INVALID,
+    REQUESTS_ERASURE,
+    ensure_topics,
+)
 from schemas.catalog import default_catalog
 from schemas.registry import registry_for
 from sinks.clickhouse import connect, migrate
@@ -65,10 +73,22 @@ async def serve(settings: Settings) -> None:
         writer,
         settings.sink_batch_max_rows,
         settings.sink_batch_max_wait_s,
+        erasure_topic=settings.topic(REQUESTS_ERASURE),
     )
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True
+    )
+    await producer.start()
+
+    async def request_erasure(request: ErasureRequest) -> None:
+        # keyed like the learner's events: the same partition, so the same worker
+        await producer.send_and_wait(
+            settings.topic(REQUESTS_ERASURE), request.to_json(), key=request.user_id.encode()
+        )
+
     server = _EmbeddedServer(
         uvicorn.Config(
-            create_query_app(writer, settings.reader_token_secret),
+            create_query_app(writer, settings.reader_token_secret, request_erasure),
             host=settings.query_host,
             port=settings.query_port,
             log_config=None,
@@ -92,6 +112,7 @@ async def serve(settings: Settings) -> None:
             group.create_task(sink.run())
             group.create_task(server.serve())
     finally:
+        await producer.stop()
         writer.close()
 
 

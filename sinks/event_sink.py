@@ -12,14 +12,18 @@ insert is retried with backoff, under the same deduplication token.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
+from learnstream.erasure import ErasureRequest
 from sinks.batching import PendingRow, PlannedInsert, plan_inserts
+from sinks.erasure import Erasures
 from sinks.routes import Route
 from sinks.writer import ClickHouseWriter
 
@@ -49,8 +53,11 @@ class EventSink:
         routes: dict[str, Route],
         max_rows: int,
         max_wait_s: float,
+        erasure_topic: str | None = None,
     ) -> None:
         self._consumer = consumer
+        self._erasure_topic = erasure_topic
+        self._erasures = Erasures(writer)
         self._writer = writer
         self._routes = routes
         self._max_rows = max_rows
@@ -61,6 +68,8 @@ class EventSink:
         self.rows_inserted = 0
         self.copies_skipped = 0  # events already stored, re-sent at a new offset
         self.redelivered_skipped = 0
+        self.erased_skipped = 0  # events of erased learners that arrived after the erasure
+        self.erasures_applied = 0
 
     @classmethod
     def create(
@@ -71,6 +80,7 @@ class EventSink:
         writer: ClickHouseWriter,
         max_rows: int,
         max_wait_s: float,
+        erasure_topic: str | None = None,
     ) -> EventSink:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
@@ -79,8 +89,9 @@ class EventSink:
             auto_offset_reset="earliest",
             max_poll_records=max_rows,
         )
-        sink = cls(consumer, writer, routes, max_rows, max_wait_s)
-        consumer.subscribe(sorted(routes), listener=_ForgetOnRebalance(sink))
+        sink = cls(consumer, writer, routes, max_rows, max_wait_s, erasure_topic)
+        topics = sorted({*routes, *([erasure_topic] if erasure_topic else [])})
+        consumer.subscribe(topics, listener=_ForgetOnRebalance(sink))
         return sink
 
     def forget(self, partitions: set[TopicPartition]) -> None:
@@ -100,6 +111,8 @@ class EventSink:
         self._stopping.set()
 
     async def run(self) -> None:
+        if self._erasure_topic is not None:
+            await self._erasures.load()
         await self._consumer.start()
         try:
             while not self._stopping.is_set():
@@ -133,8 +146,22 @@ class EventSink:
         return dict(batch)
 
     async def _store(self, batch: dict[TopicPartition, list[Any]]) -> bool:
-        """Insert every planned run; False if asked to stop before all landed."""
+        """Insert every planned run; False if asked to stop before all landed.
+
+        Erasures go first, so events of a learner erased in this batch are dropped."""
         for tp, messages in batch.items():
+            if tp.topic != self._erasure_topic:
+                continue
+            for message in messages:
+                request = ErasureRequest.from_json(message.value)
+                if not await self._with_retry(
+                    functools.partial(self._erasures.apply, request), "erase"
+                ):
+                    return False
+                self.erasures_applied += 1
+        for tp, messages in batch.items():
+            if tp.topic == self._erasure_topic:
+                continue
             stored = await self._stored_up_to(tp)
             fresh = [m for m in messages if stored is None or m.offset > stored]
             self.redelivered_skipped += len(messages) - len(fresh)
@@ -144,12 +171,22 @@ class EventSink:
                 moment, row = route.to_row(message, tp.topic, tp.partition)
                 pending.append(PendingRow(message.offset, moment, row))
             if route.unique_events:
+                pending = self._not_erased(route, pending)
                 pending = await self._first_copies(route, pending)
             for plan in plan_inserts(tp.topic, tp.partition, pending):
                 if not await self._insert_with_retry(route, plan):
                     return False
                 self._stored[tp] = plan.last_offset
         return True
+
+    def _not_erased(self, route: Route, pending: list[PendingRow]) -> list[PendingRow]:
+        kept = []
+        for item in pending:
+            _, user, moment, _ = route.event_key(item.row)
+            if not self._erasures.drops(user, moment):
+                kept.append(item)
+        self.erased_skipped += len(pending) - len(kept)
+        return kept
 
     async def _first_copies(self, route: Route, pending: list[PendingRow]) -> list[PendingRow]:
         """Drop rows whose event is already stored or earlier in this batch.
@@ -171,16 +208,23 @@ class EventSink:
         return kept
 
     async def _insert_with_retry(self, route: Route, plan: PlannedInsert) -> bool:
+        async def insert() -> None:
+            await self._writer.insert(route.table, plan.rows, route.columns, plan.dedup_token)
+
+        if not await self._with_retry(insert, f"insert {plan.dedup_token}"):
+            return False
+        self.rows_inserted += len(plan.rows)
+        return True
+
+    async def _with_retry(self, attempt: Callable[[], Awaitable[None]], what: str) -> bool:
+        """Run ``attempt`` until it succeeds (True) or the sink is asked to stop (False)."""
         backoff = 0.2
         while True:
             try:
-                await self._writer.insert(route.table, plan.rows, route.columns, plan.dedup_token)
-                self.rows_inserted += len(plan.rows)
+                await attempt()
                 return True
             except Exception as exc:  # ClickHouse down or refusing: keep the batch, retry
-                log.warning(
-                    "insert %s failed (%r); retrying in %.1fs", plan.dedup_token, exc, backoff
-                )
+                log.warning("%s failed (%r); retrying in %.1fs", what, exc, backoff)
             try:
                 await asyncio.wait_for(self._stopping.wait(), backoff)
                 return False

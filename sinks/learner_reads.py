@@ -8,11 +8,13 @@ vocabulary and areas to improve live in the properties JSON.
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sinks.access import Principal, event_condition, learner_condition
+from sinks.erasure import AUDIT_COLUMNS
 from sinks.writer import ClickHouseWriter
 
 MAX_PAGE = 100
@@ -206,3 +208,34 @@ class LearnerReads:
             "topic_mastery": await self._snapshots(who, "topic_mastery", user_id),
             "mode_progress": await self._snapshots(who, "mode_progress", user_id),
         }
+
+    async def export_events(self, who: Principal, user_id: str) -> tuple[list[str], list[Any]]:
+        """Every column of every event of the learner that ``who`` may see, oldest first."""
+        return await self.writer.query(
+            f"SELECT * EXCEPT (inserted_at) FROM {self._db}.events "
+            f"WHERE user_id = {{user:String}} AND ({event_condition(who)}) "
+            "ORDER BY timestamp, event_id",
+            parameters={"user": user_id},
+        )
+
+    async def audit(
+        self, who: Principal, action: str, user_id: str, details: dict[str, Any]
+    ) -> None:
+        await self.writer.insert(
+            "audit_log",
+            [
+                [
+                    uuid.uuid4(),
+                    datetime.now(UTC),
+                    action,
+                    user_id,
+                    who.organization_id or "",
+                    who.user_id,
+                    str(who.role),
+                    None,
+                    json.dumps(details, sort_keys=True),
+                ]
+            ],
+            AUDIT_COLUMNS,
+            f"{action}/{uuid.uuid4()}",
+        )

@@ -11,13 +11,17 @@ carries that reader's access condition. Raw SQL is for system administrators onl
 
 from __future__ import annotations
 
+import csv
+import io
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import Body, Depends, FastAPI, Header, HTTPException, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
+from learnstream.erasure import ErasureRequest
 from sinks.access import AccessError, Principal, Role, principal_from_token
 from sinks.learner_reads import MAX_PAGE, PERIOD_DAYS, LearnerReads
 from sinks.writer import ClickHouseWriter
@@ -45,7 +49,12 @@ Reader = Annotated[Principal, Depends(_reader)]
 AsOf = Annotated[date | None, Query(description="last day considered; today (UTC) if unset")]
 
 
-def create_query_app(writer: ClickHouseWriter, reader_token_secret: str | None = None) -> FastAPI:
+def create_query_app(
+    writer: ClickHouseWriter,
+    reader_token_secret: str | None = None,
+    request_erasure: Callable[[ErasureRequest], Awaitable[None]] | None = None,
+) -> FastAPI:
+    """``request_erasure`` publishes an erasure request (on requests.erasure)."""
     app = FastAPI(title="learnstream read API", version="1")
     reads = LearnerReads(writer)
 
@@ -124,6 +133,45 @@ def create_query_app(writer: ClickHouseWriter, reader_token_secret: str | None =
         if found is None:
             raise HTTPException(404, f"no projection state for {target!r} yet")
         return found
+
+    @app.get("/v1/learners/{user_id}/export", tags=["data subject"])
+    async def export_learner(
+        who: Reader,
+        user_id: str,
+        format: str = Query("json", pattern="^(json|csv)$"),
+    ) -> Response:
+        """Everything stored about a learner that the reader may see: events (JSON or
+        CSV) and, in JSON, projection state. Recorded in the audit log."""
+        target = await learner(who, user_id)
+        columns, rows = await reads.export_events(who, target)
+        await reads.audit(who, "export", target, {"events": len(rows), "format": format})
+        if format == "csv":
+            buffer = io.StringIO()
+            out = csv.writer(buffer)
+            out.writerow(columns)
+            out.writerows([_jsonable(v) for v in row] for row in rows)
+            return Response(buffer.getvalue(), media_type="text/csv")
+        return JSONResponse(
+            {
+                "user_id": target,
+                "events": [dict(zip(columns, _jsonable(row), strict=True)) for row in rows],
+                "state": await reads.state(who, target),
+                "blind_spots": await reads.blind_spots(who, target),
+            }
+        )
+
+    @app.post("/v1/learners/{user_id}/erase", status_code=202, tags=["data subject"])
+    async def erase_learner(who: Reader, user_id: str) -> dict[str, str]:
+        """Erase a learner everywhere: processors state and projection topics
+        (tombstones), ClickHouse rows, dedup state. Administrators only."""
+        if who.role not in (Role.SYSTEM_ADMIN, Role.SUBSCRIBER_ADMIN):
+            raise HTTPException(403, "erasing a learner is for administrators")
+        if request_erasure is None:
+            raise HTTPException(503, "this read API cannot publish erasure requests")
+        target = await learner(who, user_id)
+        request = ErasureRequest.new(target, who.organization_id, who.user_id, str(who.role))
+        await request_erasure(request)
+        return {"request_id": request.request_id, "user_id": target, "status": "accepted"}
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -55,4 +55,10 @@ def latest_by_key(bootstrap: str, topic: str) -> dict[str, dict[str, Any]]:
     """A compacted projection topic as its consumers see it: the newest value per key."""
     from schemas.codec import decode
 
-    return {m.key.decode(): decode(_registry(), m.value) for m in read_all(bootstrap, topic)}
+    latest: dict[str, dict[str, Any]] = {}
+    for m in read_all(bootstrap, topic):
+        if m.value is None:  # a tombstone: the key is gone
+            latest.pop(m.key.decode(), None)
+        else:
+            latest[m.key.decode()] = decode(_registry(), m.value)
+    return latest

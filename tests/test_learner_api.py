@@ -20,6 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from learnstream.cli import main as cli
+from learnstream.erasure import ErasureRequest
 from learnstream.settings import Settings
 from schemas.examples import example_event
 from sinks.access import Principal, Role, event_condition, row_policies, table_conditions
@@ -389,3 +390,45 @@ def test_row_policies_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert printed.count("CREATE ROW POLICY") == len(table_conditions(teacher, "learnstream"))
     with pytest.raises(SystemExit, match="must belong to an organization"):
         cli([*args, "--user-id", "t1"])
+
+
+def test_export_gives_the_readers_view_of_a_learner_and_is_audited(
+    api: TestClient, clickhouse: Any, events: list[dict[str, Any]]
+) -> None:
+    teacher = PRINCIPALS["teacher"]
+    body = api.get("/v1/learners/s4/export", headers=bearer(teacher)).json()
+    expected = {e["event_id"] for e in events if e["user_id"] == "s4" and sees(teacher, e)}
+    assert {e["event_id"] for e in body["events"]} == expected
+    assert {e["class_id"] for e in body["events"]} == {"c1"}
+    student = PRINCIPALS["student"]
+    reply = api.get("/v1/learners/me/export", params={"format": "csv"}, headers=bearer(student))
+    lines = reply.text.strip().splitlines()
+    assert reply.headers["content-type"].startswith("text/csv")
+    assert lines[0].startswith("event_id,")
+    assert len(lines) - 1 == sum(e["user_id"] == "s1" for e in events)
+    audited = clickhouse.query(
+        "SELECT subject_user_id, actor_user_id, actor_role FROM audit_log "
+        "WHERE action = 'export' ORDER BY actor_user_id"
+    ).result_rows
+    assert [tuple(r) for r in audited] == [("s1", "s1", "student"), ("s4", "t1", "teacher")]
+
+
+def test_erasure_is_for_administrators(stored: ClickHouseWriter) -> None:
+    requested: list[ErasureRequest] = []
+
+    async def capture(request: ErasureRequest) -> None:
+        requested.append(request)
+
+    api = TestClient(create_query_app(stored, SECRET, capture))
+    for role in ("student", "teacher", "teacher_admin"):
+        who = PRINCIPALS[role]
+        reply = api.post("/v1/learners/s1/erase", headers=bearer(who))
+        assert reply.status_code == 403, role
+    admin = PRINCIPALS["subscriber_admin"]
+    assert api.post("/v1/learners/s5/erase", headers=bearer(admin)).status_code == 404
+    reply = api.post("/v1/learners/s1/erase", headers=bearer(admin))
+    assert reply.status_code == 202
+    assert [(r.user_id, r.requested_by, r.requester_role) for r in requested] == [
+        ("s1", "sa", "subscriber_admin")
+    ]
+    assert reply.json()["request_id"] == requested[0].request_id

@@ -318,3 +318,69 @@ def test_live_projections_equal_the_fold_of_the_same_log(
     assert {k: (lvl, n) for k, lvl, n in mode_rows} == {
         k: (v["current_level"], v["total_sessions"]) for k, v in modes.items()
     }
+
+
+def test_an_erased_learner_is_gone_everywhere_and_stays_gone(
+    settings: Settings, pipeline: ServiceGroup
+) -> None:
+    """Through the real processors and sink: state, projection topics and tables,
+    ClickHouse rows, with an audit row; a late copy of an old event stays out."""
+    answer = _event(
+        "question_submit",
+        "ada",
+        {"question_id": "q1", "topic_id": "fractions", "is_correct": True},
+        30,
+    )
+    lesson = _event("lesson_completed", "ada", {"content_id": "lesson-1"}, 20)
+    other = _event("lesson_completed", "bob", {"content_id": "lesson-1"}, 10)
+    with httpx.Client(base_url=settings.collector_url, timeout=10) as client:
+        for event in (answer, lesson, other):
+            assert client.post("/v1/events", json=event).status_code == 202
+
+    def both_in_tables() -> bool:
+        rows = _query(settings, "SELECT user_id FROM user_progress_current ORDER BY user_id")
+        return rows == [["ada"], ["bob"]]
+
+    _wait_until(both_in_tables, ARRIVAL_TIMEOUT_S, "user_progress for both", pipeline)
+    assert "ada:fractions" in _latest_by_key(settings, PROJECTIONS_TOPIC_MASTERY)
+
+    erased = httpx.post(f"{settings.query_url}/v1/learners/ada/erase", timeout=30)
+    assert erased.status_code == 202, erased.text
+    request_id = erased.json()["request_id"]
+
+    def ada_gone() -> bool:
+        audited = _query(
+            settings,
+            "SELECT count() FROM audit_log WHERE action = 'erase' AND subject_user_id = 'ada'",
+        )
+        return audited == [[1]] and "ada" not in _latest_by_key(settings, PROJECTIONS_USER_PROGRESS)
+
+    _wait_until(ada_gone, ARRIVAL_TIMEOUT_S, "ada erased", pipeline)
+    assert _query(settings, "SELECT count() FROM events WHERE user_id = 'ada'") == [[0]]
+    assert _query(settings, "SELECT user_id FROM user_progress_current") == [["bob"]]
+    assert _query(settings, "SELECT count() FROM daily_user_stats WHERE user_id = 'ada'") == [[0]]
+    assert not any(k.startswith("ada") for k in _latest_by_key(settings, PROJECTIONS_TOPIC_MASTERY))
+    assert "ada" not in _latest_by_key(settings, PROJECTIONS_XP)
+    assert _query(settings, "SELECT toString(audit_id) FROM audit_log WHERE action = 'erase'") == [
+        [request_id]
+    ]
+
+    # the app's outbox retries the old lesson (a new copy), then ada starts again
+    fresh = _event("lesson_completed", "ada", {"content_id": "lesson-2"}, 0)
+    with httpx.Client(base_url=settings.collector_url, timeout=10) as client:
+        late = {**lesson, "event_id": str(uuid.uuid4())}
+        assert client.post("/v1/events", json=late).status_code == 202
+        assert client.post("/v1/events", json=fresh).status_code == 202
+
+    def ada_again() -> dict[str, Any] | None:
+        return _latest_by_key(settings, PROJECTIONS_USER_PROGRESS).get("ada")
+
+    progress = _wait_until(ada_again, ARRIVAL_TIMEOUT_S, "ada's fresh progress", pipeline)
+    assert progress["events_applied"] == 1  # only the fresh lesson: nothing came back
+    time.sleep(2.0)
+    ids = _query(
+        settings,
+        "SELECT toString(event_id) FROM events "
+        "WHERE user_id = 'ada' AND source_topic LIKE '%events.clean'",
+    )
+    assert ids == [[fresh["event_id"]]]

@@ -109,7 +109,8 @@ SELECT * EXCEPT (is_deleted, snapshot) FROM {db}.mode_progress FINAL WHERE is_de
 CREATE VIEW IF NOT EXISTS {db}.blind_spots_current AS
 SELECT * EXCEPT (is_deleted, snapshot) FROM {db}.blind_spots FINAL WHERE is_deleted = 0;
 
--- Data-subject requests (export, delete) and who made them: kept as evidence, so no TTL.
+-- Data-subject requests (export, erase) and who made them: kept as evidence, so no TTL.
+-- audit_id is the request's id.
 CREATE TABLE IF NOT EXISTS {db}.audit_log
 (
     audit_id        UUID,
@@ -119,6 +120,7 @@ CREATE TABLE IF NOT EXISTS {db}.audit_log
     organization_id LowCardinality(String),
     actor_user_id   String,
     actor_role      LowCardinality(String),
+    covers_until    Nullable(DateTime64(3, 'UTC')) COMMENT 'erase: events up to this time',
     details         String COMMENT 'JSON: what was done, row counts'
 )
 ENGINE = MergeTree

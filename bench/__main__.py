@@ -18,6 +18,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench import dedup_memory, latency, throughput
+from bench import sink as sink_bench
 from bench.workload import events
 from devstack import kafka
 from devstack.services import ServiceGroup, free_port, http_ok
@@ -142,6 +143,57 @@ def bench_latency(
     return rows
 
 
+def bench_sink(
+    base: Settings, count: int, batch: int, rate: int, seconds: float, tmp: Path, log_path: Path
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The sink beside raw inserts of the same rows; then 202-to-queryable latency."""
+    settings = base.model_copy(update={"topic_prefix": "bs."})
+    asyncio.run(ensure_topics(settings))
+    speed = sink_bench.throughput(settings, events(count, seed=4), tmp / "sink-chdb", batch)
+    settings = base.model_copy(
+        update={
+            "topic_prefix": "bq.",
+            "collector_port": free_port(),
+            "query_port": free_port(),
+            "data_dir": tmp / "sink-latency",
+        }
+    )
+    asyncio.run(ensure_topics(settings))
+    with log_path.open("a") as log:
+        group = ServiceGroup(env=settings.as_env(), out=log)
+        for name in ("collector", "processors", "sink"):
+            group.start(name)
+        try:
+            _wait_for(lambda: http_ok(f"{settings.collector_url}/readyz"), 60, "collector")
+            _wait_for(lambda: http_ok(f"{settings.query_url}/healthz"), 90, "sink")
+            _wait_for(
+                lambda: "Worker]: Ready" in log_path.read_text(errors="replace"),
+                90,
+                "processors to start",
+            )
+            delay = asyncio.run(sink_bench.ack_to_queryable(settings, rate, seconds))
+        finally:
+            group.stop_all()
+    return speed, delay
+
+
+def print_sink(speed: dict[str, float], delay: dict[str, float], seconds: float) -> None:
+    print(f"\n## Sink ({speed['rows']:.0f} events, same rows, same batches)\n")
+    print("| path | rows/s |\n|---|---|")
+    print(f"| raw clickhouse-connect insert of built rows | {speed['raw_rows_per_s']:.0f} |")
+    print(
+        f"| sink: consume, decode, dedup checks, insert, commit | {speed['sink_rows_per_s']:.0f} |"
+    )
+    print(f"\nsink / raw insert: {speed['sink_rows_per_s'] / speed['raw_rows_per_s']:.2f}")
+    print(f"\n## Collector 202 to queryable in ClickHouse ({seconds:.0f} s of load)\n")
+    print("| offered events/s | events | queryable within 60 s | p50 ms | p99 ms |")
+    print("|---|---|---|---|---|")
+    print(
+        f"| {delay['offered_events_per_s']:.0f} | {delay['events']:.0f} | "
+        f"{delay['queryable']:.0f} | {delay['p50_ms']:.0f} | {delay['p99_ms']:.0f} |"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--collector-events", type=int, default=4000)
@@ -149,11 +201,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dedup-ids", type=int, default=1_000_000)
     parser.add_argument(
         "--only",
-        choices=["collector", "dedup", "latency"],
+        choices=["collector", "dedup", "latency", "sink"],
         help="run just one of the benchmarks",
     )
     parser.add_argument("--latency-rates", default="200,1000", help="events/s, comma-separated")
     parser.add_argument("--latency-seconds", type=float, default=20.0)
+    parser.add_argument("--sink-events", type=int, default=60000)
+    parser.add_argument("--sink-batch", type=int, default=20000)
+    parser.add_argument("--sink-rate", type=int, default=200, help="events/s for 202-to-query")
     args = parser.parse_args(argv)
     if args.only in (None, "dedup"):
         dedup = dedup_memory.measure(args.dedup_ids)
@@ -180,7 +235,18 @@ def main(argv: list[str] | None = None) -> int:
         collector_rows: list[tuple[str, dict[str, float]]] = []
         processors: dict[str, float] = {}
         latency_rows: list[dict[str, float]] = []
+        sink_figures: tuple[dict[str, float], dict[str, float]] | None = None
         try:
+            if args.only in (None, "sink"):
+                sink_figures = bench_sink(
+                    base,
+                    args.sink_events,
+                    args.sink_batch,
+                    args.sink_rate,
+                    args.latency_seconds,
+                    Path(tmp),
+                    log_path,
+                )
             if args.only in (None, "collector"):
                 with log_path.open("a") as log:
                     collector_rows = bench_collector(base, args.collector_events, log)
@@ -190,9 +256,11 @@ def main(argv: list[str] | None = None) -> int:
                 latency_rows = bench_latency(base, rates, args.latency_seconds, log_path)
         finally:
             kafka.stop(paths)
+    if sink_figures is not None:
+        print_sink(*sink_figures, args.latency_seconds)
     if latency_rows:
         print_latency(latency_rows, args.latency_seconds)
-    if args.only == "latency":
+    if args.only in ("latency", "sink"):
         return 0
     print("\n## Collector (single posts 32 in flight; batches of 100, 4 in flight; acks=all)\n")
     print("| path | events/s | p50 ms per request | p99 ms per request |\n|---|---|---|---|")

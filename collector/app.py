@@ -255,6 +255,8 @@ def create_app(
                     records.append(prepared)
                     continue
                 event_id = event.get("event_id") if isinstance(event, dict) else None
+                if not isinstance(event_id, str):  # echo ids only: [[Infinity]] is not JSON
+                    event_id = None
                 errors = _errors(prepared.errors)
                 rejected.append({"index": index, "event_id": event_id, "errors": errors})
                 # the event as the client sent it

@@ -180,6 +180,27 @@ def test_batch_accepts_what_is_valid_and_explains_each_rejection(settings: Setti
     )
 
 
+def test_a_rejected_id_that_is_not_a_string_is_not_echoed(settings: Settings) -> None:
+    """Found by the fuzz test: echoing [[Infinity]] back made the answer invalid JSON (500)."""
+    weird = {**lesson(), "event_id": [[float("inf")]]}
+    with client_for(settings) as client:
+        response = client.post(
+            "/v1/events/batch",
+            content=json.dumps({"events": [weird]}),
+            headers={"content-type": "application/json"},
+        )
+    assert response.status_code == 202
+    assert response.json()["rejected"] == [
+        {
+            "index": 0,
+            "event_id": None,
+            "errors": [{"field": "event_id", "message": "must be a UUID string, got array"}],
+        }
+    ]
+    dead = read_all(settings.kafka_bootstrap, settings.topic(EVENTS_INVALID))
+    assert [json.loads(json.loads(m.value)["raw"])["event_id"] for m in dead] == [[[float("inf")]]]
+
+
 @pytest.mark.parametrize(
     ("body", "headers", "status", "field"),
     [

@@ -159,6 +159,7 @@ class EventSink:
                 ):
                     return False
                 self.erasures_applied += 1
+        by_table: dict[str, tuple[Route, dict[tuple[str, int], list[PendingRow]]]] = {}
         for tp, messages in batch.items():
             if tp.topic == self._erasure_topic:
                 continue
@@ -172,11 +173,15 @@ class EventSink:
                 pending.append(PendingRow(message.offset, moment, row))
             if route.unique_events:
                 pending = self._not_erased(route, pending)
-                pending = await self._first_copies(route, pending)
-            for plan in plan_inserts(tp.topic, tp.partition, pending):
+            by_table.setdefault(route.table, (route, {}))[1][(tp.topic, tp.partition)] = pending
+        for route, pending_by_source in by_table.values():
+            if route.unique_events:
+                pending_by_source = await self._first_copies(route, pending_by_source)
+            for plan in plan_inserts(pending_by_source):
                 if not await self._insert_with_retry(route, plan):
                     return False
-                self._stored[tp] = plan.last_offset
+                for run in plan.runs:
+                    self._stored[TopicPartition(run.topic, run.partition)] = run.last_offset
         return True
 
     def _not_erased(self, route: Route, pending: list[PendingRow]) -> list[PendingRow]:
@@ -188,23 +193,30 @@ class EventSink:
         self.erased_skipped += len(pending) - len(kept)
         return kept
 
-    async def _first_copies(self, route: Route, pending: list[PendingRow]) -> list[PendingRow]:
+    async def _first_copies(
+        self, route: Route, pending: dict[tuple[str, int], list[PendingRow]]
+    ) -> dict[tuple[str, int], list[PendingRow]]:
         """Drop rows whose event is already stored or earlier in this batch.
 
         The processors re-send an event after a crash when they cannot tell whether the
         first send got out; the copy comes at a new offset, which the high-water mark
         does not catch. Dropping it here keeps a plain count() exact, without waiting
         for ReplacingMergeTree merges or querying with FINAL. Copies share the event's
-        partition (same key), so one sink sees them in order.
+        partition (same key), so one sink sees them in order. One lookup per batch.
         """
-        keys = [route.event_key(p.row) for p in pending]
-        stored = await self._writer.stored_event_ids(route.table, keys)
-        kept, seen = [], set(stored)
-        for item, key in zip(pending, keys, strict=True):
-            if key[3] not in seen:
-                kept.append(item)
-                seen.add(key[3])
-        self.copies_skipped += len(pending) - len(kept)
+        keys = {source: [route.event_key(p.row) for p in rows] for source, rows in pending.items()}
+        stored = await self._writer.stored_event_ids(
+            route.table, [key for source_keys in keys.values() for key in source_keys]
+        )
+        seen = set(stored)
+        kept: dict[tuple[str, int], list[PendingRow]] = {}
+        for source, rows in pending.items():
+            kept[source] = []
+            for item, key in zip(rows, keys[source], strict=True):
+                if key[3] not in seen:
+                    kept[source].append(item)
+                    seen.add(key[3])
+            self.copies_skipped += len(rows) - len(kept[source])
         return kept
 
     async def _insert_with_retry(self, route: Route, plan: PlannedInsert) -> bool:

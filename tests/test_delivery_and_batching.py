@@ -34,20 +34,33 @@ def test_position_survives_its_json_form() -> None:
 T0 = datetime(2026, 1, 31, 23, 0, tzinfo=UTC)
 
 
-@given(st.lists(st.integers(0, 24 * 90), max_size=60))
-def test_plans_keep_offset_order_and_one_month_each(hours: list[int]) -> None:
-    pending = [
-        PendingRow(offset=100 + i, timestamp=T0 + timedelta(hours=h), row=[i])
-        for i, h in enumerate(hours)
-    ]
-    plans = plan_inserts("events.clean", 1, pending)
-    assert [row for plan in plans for row in plan.rows] == [p.row for p in pending]
+@given(st.lists(st.lists(st.integers(0, 24 * 90), max_size=30), max_size=4))
+def test_plans_keep_each_partitions_offset_order_and_one_month_each(
+    partitions: list[list[int]],
+) -> None:
+    pending = {
+        ("events.clean", p): [
+            PendingRow(offset=100 + i, timestamp=T0 + timedelta(hours=h), row=[p, i, h])
+            for i, h in enumerate(hours)
+        ]
+        for p, hours in enumerate(partitions)
+    }
+    plans = plan_inserts(pending)
+    planned = [row for plan in plans for row in plan.rows]
+    assert sorted(planned) == sorted(r.row for rows in pending.values() for r in rows)
     for plan in plans:
-        offsets = [r[0] + 100 for r in plan.rows]
-        assert offsets == list(range(plan.first_offset, plan.last_offset + 1))
         months = {
-            ((T0 + timedelta(hours=hours[r[0]])).year, (T0 + timedelta(hours=hours[r[0]])).month)
+            ((T0 + timedelta(hours=r[2])).year, (T0 + timedelta(hours=r[2])).month)
             for r in plan.rows
         }
         assert len(months) == 1
+        assert len({run.partition for run in plan.runs}) == len(plan.runs)
+        for run in plan.runs:  # each run: consecutive pending rows of its partition
+            mine = [r[1] + 100 for r in plan.rows if r[0] == run.partition]
+            assert mine == list(range(run.first_offset, run.last_offset + 1))
+    for p in range(len(partitions)):  # a partition's rows keep their order across plans
+        assert [r[1] for r in planned if r[0] == p] == list(range(len(partitions[p])))
     assert len({plan.dedup_token for plan in plans}) == len(plans)
+    # runs of different partitions in one month share an insert
+    if partitions and all(h and max(h) < 1 for h in partitions):
+        assert len(plans) == 1

@@ -22,7 +22,7 @@ from typing import Any
 
 import clickhouse_connect
 import httpx
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.stats import percentile
 from bench.workload import CATALOG, REGISTRY, encoded
@@ -114,11 +114,35 @@ def _lesson(user: str, at: datetime) -> dict[str, Any]:
     }
 
 
+async def _watch_clean(settings: Settings, seen: dict[str, float], stop: asyncio.Event) -> None:
+    """When each event reaches events.clean: splits the latency into processors and sink."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    await consumer.start()
+    try:
+        topic = settings.topic(EVENTS_CLEAN)
+        partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
+        consumer.assign(partitions)
+        await consumer.seek_to_end(*partitions)
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=100)
+            now = time.time()
+            for records in batch.values():
+                for record in records:
+                    seen.setdefault(str(decode(REGISTRY, record.value)["event_id"]), now)
+    finally:
+        await consumer.stop()
+
+
 async def ack_to_queryable(
     settings: Settings, rate: int, seconds: float, drain_s: float = 60
 ) -> dict[str, float]:
-    """Post ``rate`` events/s in ten batches a second; p50/p99 from 202 to insert."""
+    """Post ``rate`` events/s in ten batches a second; p50/p99 from 202 to insert, and
+    the part of it until the event is on events.clean."""
     acked: dict[str, float] = {}
+    on_clean: dict[str, float] = {}
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(_watch_clean(settings, on_clean, stop))
+    await asyncio.sleep(2)  # the watcher is at the end of the topic before events flow
     base = datetime.now(UTC) - timedelta(hours=1)
     per_tick = max(1, rate // 10)
     async with httpx.AsyncClient(base_url=settings.collector_url, timeout=60) as client:
@@ -155,8 +179,13 @@ async def ack_to_queryable(
         while time.perf_counter() < deadline and len(found) < len(acked):
             await asyncio.sleep(0.5)
             found = await inserted()
+    stop.set()
+    await watcher
     latencies = [found[e] - acked[e] for e in acked if e in found]
+    to_clean = [on_clean[e] - acked[e] for e in acked if e in on_clean]
     return {
+        "to_clean_p50_ms": percentile(to_clean, 0.5) * 1e3,
+        "to_clean_p99_ms": percentile(to_clean, 0.99) * 1e3,
         "offered_events_per_s": len(acked) / sending_s,
         "events": len(acked),
         "queryable": len(latencies),

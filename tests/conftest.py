@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -83,13 +84,12 @@ def _docker_kafka() -> Iterator[str]:  # pragma: no cover - exercised only with 
         yield f"127.0.0.1:{port}"
 
 
-@pytest.fixture
-def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
-    """Settings for one test: its own topics, data folder and ports on the shared broker."""
+def isolated_settings(kafka_bootstrap: str, folder: Path) -> Settings:
+    """Its own topics, data folder and ports on the shared broker."""
     made = Settings(
         kafka_bootstrap=kafka_bootstrap,
         topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
-        data_dir=tmp_path / "data",
+        data_dir=folder / "data",
         devstack_home=REPO / ".devstack",
         collector_port=free_port(),
         query_port=free_port(),
@@ -102,12 +102,24 @@ def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def clickhouse(settings: Settings) -> Iterator[Any]:
-    """A migrated chdb client in the test's folder, closed even when the test fails:
-    chdb serves one data folder per process, so a client left open breaks the next test."""
+def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
+    """Settings for one test: its own topics, data folder and ports on the shared broker."""
+    return isolated_settings(kafka_bootstrap, tmp_path)
+
+
+@contextmanager
+def migrated_clickhouse(settings: Settings) -> Iterator[Any]:
     client = connect(settings)
     migrate(client, settings.clickhouse_database)
     try:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture
+def clickhouse(settings: Settings) -> Iterator[Any]:
+    """A migrated chdb client in the test's folder, closed even when the test fails:
+    chdb serves one data folder per process, so a client left open breaks the next test."""
+    with migrated_clickhouse(settings) as client:
+        yield client

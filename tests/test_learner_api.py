@@ -11,6 +11,7 @@ import asyncio
 import random
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from statistics import mean
 from typing import Any
@@ -27,6 +28,7 @@ from sinks.access import Principal, Role, event_condition, row_policies, table_c
 from sinks.projection_rows import PROJECTION_TABLES, projection_row
 from sinks.query_api import create_query_app
 from sinks.writer import ClickHouseWriter
+from tests.conftest import isolated_settings, migrated_clickhouse
 from tests.test_sink_redelivery import CATALOG, produce_examples, run_sink_until
 
 AS_OF = date(2026, 3, 31)
@@ -135,11 +137,25 @@ def events() -> list[dict[str, Any]]:
     return cohort(11)
 
 
-@pytest.fixture
-def stored(settings: Settings, clickhouse: Any, events: list[dict[str, Any]]) -> ClickHouseWriter:
-    writer = ClickHouseWriter(clickhouse, settings.clickhouse_database)
-    asyncio.run(produce_examples(settings, events, now=datetime(2026, 4, 1, tzinfo=UTC)))
-    asyncio.run(run_sink_until(settings, writer, len(events)))
+@pytest.fixture(scope="module")
+def module_settings(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return isolated_settings(kafka_bootstrap, tmp_path_factory.mktemp("learner-api"))
+
+
+@pytest.fixture(scope="module")
+def clickhouse(module_settings: Settings) -> Iterator[Any]:
+    """One cohort through the sink for the whole module: the reads do not change it."""
+    with migrated_clickhouse(module_settings) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def stored(
+    module_settings: Settings, clickhouse: Any, events: list[dict[str, Any]]
+) -> ClickHouseWriter:
+    writer = ClickHouseWriter(clickhouse, module_settings.clickhouse_database)
+    asyncio.run(produce_examples(module_settings, events, now=datetime(2026, 4, 1, tzinfo=UTC)))
+    asyncio.run(run_sink_until(module_settings, writer, len(events)))
     return writer
 
 
@@ -359,9 +375,10 @@ def test_state_and_blind_spots_from_projection_tables(api: TestClient, clickhous
     clickhouse.insert(
         "user_progress",
         [
-            projection_row(spec, "s1", {**s1, "xp": 100}, ("p", 0, 1)),
-            projection_row(spec, "s1", s1, ("p", 0, 2)),
-            projection_row(spec, "s5", {"user_id": "s5", "xp": 5}, ("p", 0, 3)),
+            # offsets above the other test's rows, so these are the newest
+            projection_row(spec, "s1", {**s1, "xp": 100}, ("p", 0, 101)),
+            projection_row(spec, "s1", s1, ("p", 0, 102)),
+            projection_row(spec, "s5", {"user_id": "s5", "xp": 5}, ("p", 0, 103)),
         ],
         column_names=list(spec.columns),
     )

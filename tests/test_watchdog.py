@@ -61,7 +61,10 @@ def test_a_stalled_worker_exits_and_its_restart_finishes_the_work(
     """A partition stops being fetched (injected); the worker notices, exits with 75, and
     once restarted processes everything, each event once."""
     marker = tmp_path / "stalled-once"
-    faulty = settings.model_copy(update={"fault_stall_marker": marker})
+    # a short stall timeout: the check runs every 10 s, so the exit comes within 25 s
+    faulty = settings.model_copy(
+        update={"fault_stall_marker": marker, "processor_stall_timeout_s": 15.0}
+    )
     log_path = tmp_path / "worker.log"
     events = workload.events(90, users=30, seed=4)
     with open(log_path, "a") as log:

@@ -8,7 +8,6 @@ Table values are small JSON dicts (Faust's default table codec).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
@@ -18,7 +17,6 @@ from typing import Any
 
 import faust
 import mode
-from aiokafka.errors import KafkaError
 from fastavro import parse_schema
 from faust.types import TP
 
@@ -44,7 +42,7 @@ from processors.delivery import Position, Seen, already_applied, classify
 from processors.generations import Handover, group_id
 from processors.offsets import OffsetProbe
 from processors.sampling import keeps, sample_rate
-from processors.watchdog import StallWatch
+from processors.watchdog import EX_TEMPFAIL, StallWatch, WatchdogThread
 from projections.events import Event
 from projections.learner import LearnerState, apply, from_json, to_json
 from schemas.catalog import EventCatalog, load_named_schema
@@ -53,7 +51,6 @@ from schemas.registry import SchemaRegistry
 from schemas.validation import FieldError
 
 log = logging.getLogger(__name__)
-EX_TEMPFAIL = 75  # sysexits.h: exit for the supervisor to restart the worker
 
 
 class _Projection:
@@ -155,40 +152,29 @@ def create_app(
             expiry.forget_partition(tp.partition)
 
     watch = StallWatch(timeout_s=settings.processor_stall_timeout_s)
-    probe = OffsetProbe(
-        settings.kafka_bootstrap,
-        raw_topic.get_topic_name(),
-        group_id(settings, settings.processors_generation),
-    )
+
+    def make_probe() -> OffsetProbe:
+        return OffsetProbe(
+            settings.kafka_bootstrap,
+            raw_topic.get_topic_name(),
+            group_id(settings, settings.processors_generation),
+        )
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, assigned: Any = (), **kwargs: Any) -> None:
         mine = {tp.partition for tp in assigned if tp.topic == raw_topic.get_topic_name()}
         watch.assigned(mine, time.monotonic())
 
+    @app.task  # type: ignore[untyped-decorator]
+    async def start_watchdog() -> None:
+        WatchdogThread(watch, make_probe, lambda: bool(app.in_recovery or app.rebalancing)).start()
+
     @app.timer(interval=10.0)  # type: ignore[untyped-decorator]
-    async def exit_when_stalled() -> None:
-        now = time.monotonic()
-        if app.in_recovery or app.rebalancing:
-            if watch.recovering(now):
-                return
-        else:
-            watch.flowing()
+    async def inject_stall() -> None:  # tests only: LEARNSTREAM_FAULT_STALL_MARKER
+        if not (app.in_recovery or app.rebalancing):
             _inject_stall_once(
                 app, settings.fault_stall_marker, raw_topic.get_topic_name(), watch.partitions
             )
-        if not watch.partitions:
-            return
-        try:  # bounded: a broker that does not answer is not evidence of a stall
-            highwaters, committed = await asyncio.wait_for(probe.snapshot(watch.partitions), 5.0)
-        except (TimeoutError, KafkaError) as exc:
-            log.warning("stall check skipped: %r", exc)
-            return
-        found = watch.stalls(highwaters, committed, now)
-        if found:
-            log.critical("partitions stalled, exiting for a restart: %s", found)
-            logging.shutdown()
-            os._exit(EX_TEMPFAIL)  # every effect is tied to its offset, so this is safe
 
     def forget_expired(partition: int, now_ms: int) -> None:
         if not expiry.knows(partition):  # first record since (re)assignment: what's held?
@@ -207,7 +193,8 @@ def create_app(
     learners = app.Table("learners", default=None, partitions=partitions)
     # user_id -> {category: granted}
     consents = app.Table("consent", default=None, partitions=partitions)
-    # user_id -> requested_at (ms) of their latest erasure: older events are dropped
+    # user_id -> {"at": requested_at (ms) of their latest erasure, "topics", "modes": the
+    # projection keys it tombstoned}: older events of theirs are dropped
     erased = app.Table("erased", default=None, partitions=partitions)
     counters = {"duplicates": 0, "sampled_out": 0, "consent_filtered": 0, "erased": 0}
 
@@ -298,7 +285,8 @@ def create_app(
             )
             await invalid_topic.send(value=letter)
             return
-        if event.user_id is not None and erased_before(erased.get(event.user_id), event.timestamp):
+        erasure = erased.get(event.user_id) if event.user_id is not None else None
+        if erasure is not None and erased_before(erasure["at"], event.timestamp):
             counters["erased"] += 1  # a late copy of an erased learner's event
             return
         arrived_ms = round(message.message.timestamp * 1000)  # Faust gives seconds
@@ -342,19 +330,31 @@ def create_app(
                 os._exit(EX_TEMPFAIL)
 
     async def erase(request: ErasureRequest) -> None:
-        """Tombstones first, then forget: a crash in between repeats harmless tombstones."""
+        """Forget at once, then send tombstones.
+
+        The forgetting has no await in it, so the events agent cannot fold this learner
+        in between: any snapshot published after it holds only later events. The keys
+        to tombstone are kept in ``erased``, so a crash before the tombstones are out
+        repeats them when the request is redelivered, even though the state is gone."""
         user = request.user_id
         stored = learners.get(user)
         state = from_json(stored["state"]) if stored else LearnerState()
-        for topic, keys in projection_keys(user, state.mastery, state.modes).items():
-            for key in keys:
-                await projection_topics[topic].tombstone(key)
+        before = erased.get(user) or {}
+        topics = sorted(set(state.mastery) | set(before.get("topics", ())))
+        modes = sorted(set(state.modes) | set(before.get("modes", ())))
         for table in (learners, consents):
             if table.get(user) is not None:
                 del table[user]
         for event_id in [eid for eid, v in first_seen.items() if v and v.get("u") == user]:
             del first_seen[event_id]
-        erased[user] = max(erased.get(user) or 0, request.requested_at_ms)
+        erased[user] = {
+            "at": max(before.get("at", 0), request.requested_at_ms),
+            "topics": topics,
+            "modes": modes,
+        }
+        for topic, keys in projection_keys(user, topics, modes).items():
+            for key in keys:
+                await projection_topics[topic].tombstone(key)
         log.info("erased learner %s (request %s)", user, request.request_id)
 
     @app.agent(erasure_topic)

@@ -9,7 +9,18 @@ a source offset (the crash tests kill workers at random to prove it).
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from processors.offsets import OffsetProbe
+
+log = logging.getLogger(__name__)
+EX_TEMPFAIL = 75  # sysexits.h: exit for the supervisor to restart the worker
 
 
 @dataclass(frozen=True)
@@ -29,36 +40,49 @@ class StallWatch:
     _next: dict[int, int | None] = field(default_factory=dict)  # partition -> next offset
     _since: dict[int, float] = field(default_factory=dict)  # partition -> last progress
     _recovering_since: float | None = None
+    # the worker's event loop writes, the watchdog thread reads
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def partitions(self) -> set[int]:
-        return set(self._since)
+        with self._lock:
+            return set(self._since)
 
     def recovering(self, now: float) -> bool:
         """The worker is recovering tables or rebalancing: not a stall, for a while.
         True while that grace lasts (the clocks are held); False once it is over."""
-        if self._recovering_since is None:
-            self._recovering_since = now
-        if now - self._recovering_since < self.timeout_s * self.recovery_grace_factor:
-            self.idle(now)
-            return True
-        return False
+        with self._lock:
+            if self._recovering_since is None:
+                self._recovering_since = now
+            if now - self._recovering_since < self.timeout_s * self.recovery_grace_factor:
+                self._since = dict.fromkeys(self._since, now)
+                return True
+            return False
 
     def flowing(self) -> None:
-        self._recovering_since = None
+        with self._lock:
+            self._recovering_since = None
 
     def assigned(self, partitions: set[int], now: float) -> None:
         """(Re)assignment: the clock starts now for each partition, progress unknown."""
-        self._next = {p: None for p in partitions}
-        self._since = dict.fromkeys(partitions, now)
+        with self._lock:
+            self._next = {p: None for p in partitions}
+            self._since = dict.fromkeys(partitions, now)
 
     def idle(self, now: float) -> None:
         """Time the worker spends recovering or rebalancing is not a stall."""
-        self._since = dict.fromkeys(self._since, now)
+        with self._lock:
+            self._since = dict.fromkeys(self._since, now)
 
     def processed(self, partition: int, offset: int, now: float) -> None:
-        self._next[partition] = offset + 1
-        self._since[partition] = now
+        with self._lock:
+            self._next[partition] = offset + 1
+            self._since[partition] = now
+
+    def idle_for(self, now: float) -> float:
+        """How long since any partition last made progress (or was assigned)."""
+        with self._lock:
+            return now - max(self._since.values(), default=now)
 
     def stalls(
         self, highwaters: dict[int, int], committed: dict[int, int | None], now: float
@@ -69,14 +93,83 @@ class StallWatch:
         group's committed offset, so a caught-up, quiet partition just after a restart
         is not mistaken for a stalled one.
         """
+        with self._lock:
+            since_by_partition = dict(self._since)
+            next_by_partition = dict(self._next)
         found = []
-        for partition, since in self._since.items():
+        for partition, since in since_by_partition.items():
             highwater = highwaters.get(partition)
             if highwater is None or now - since < self.timeout_s:
                 continue
-            next_offset = self._next.get(partition)
+            next_offset = next_by_partition.get(partition)
             if next_offset is None:
                 next_offset = committed.get(partition)
             if next_offset is not None and highwater > next_offset:
                 found.append(Stall(partition, next_offset, highwater, now - since))
         return found
+
+
+class WatchdogThread(threading.Thread):
+    """Runs the stall check beside the worker, on its own thread and event loop.
+
+    Nothing the worker's event loop does, a hung Kafka call or a blocked callback
+    included, can stop it: a watchdog must not depend on the health of what it
+    watches. When its own probe of the broker fails again and again while no
+    partition makes progress, that is treated as a stall too."""
+
+    def __init__(
+        self,
+        watch: StallWatch,
+        make_probe: Callable[[], OffsetProbe],
+        is_recovering: Callable[[], bool],
+        interval_s: float = 10.0,
+        probe_timeout_s: float = 5.0,
+    ) -> None:
+        super().__init__(name="stall-watchdog", daemon=True)
+        self._watch = watch
+        self._make_probe = make_probe
+        self._is_recovering = is_recovering
+        self._interval_s = interval_s
+        self._probe_timeout_s = probe_timeout_s
+
+    def run(self) -> None:
+        asyncio.run(self._loop())
+
+    async def _loop(self) -> None:
+        probe = self._make_probe()
+        blind_since: float | None = None
+        while True:
+            await asyncio.sleep(self._interval_s)
+            now = time.monotonic()
+            if self._is_recovering():
+                if self._watch.recovering(now):
+                    continue
+            else:
+                self._watch.flowing()
+            partitions = self._watch.partitions
+            if not partitions:
+                continue
+            check = asyncio.ensure_future(probe.snapshot(partitions))
+            done, _ = await asyncio.wait({check}, timeout=self._probe_timeout_s)
+            error = None if not done else check.exception()
+            if not done or error is not None:
+                if not done:  # abandon it: a call that ignores cancellation must not hang us
+                    check.cancel()
+                probe = self._make_probe()
+                blind_since = blind_since or now
+                blind_s = now - blind_since
+                log.warning("stall check skipped (%r); blind for %.0fs", error, blind_s)
+                if blind_s >= 3 * self._watch.timeout_s and self._watch.idle_for(now) >= blind_s:
+                    self._exit(f"no progress and no answer from the broker for {blind_s:.0f}s")
+                continue
+            blind_since = None
+            highwaters, committed = check.result()
+            found = self._watch.stalls(highwaters, committed, now)
+            if found:
+                self._exit(f"partitions stalled: {found}")
+
+    @staticmethod
+    def _exit(reason: str) -> None:
+        log.critical("%s; exiting for a restart", reason)
+        logging.shutdown()
+        os._exit(EX_TEMPFAIL)  # every effect is tied to its offset, so this is safe

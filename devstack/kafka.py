@@ -133,6 +133,10 @@ def _server_properties(paths: KafkaPaths, port: int, controller_port: int) -> st
             "share.coordinator.state.topic.min.isr=1",
             "group.initial.rebalance.delay.ms=0",
             "log.cleaner.backoff.ms=1000",
+            # One node is broker and controller in one process: fencing it for a late
+            # heartbeat (default after 9 s, e.g. when tests starve 2 cores) only takes
+            # every partition's leader away. Clients then see NotLeaderForPartition.
+            "broker.session.timeout.ms=30000",
             "",
         ]
     )

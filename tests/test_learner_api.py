@@ -278,7 +278,11 @@ def test_access_is_refused_with_reasons(api: TestClient) -> None:
     expired = token(student, exp=datetime.now(UTC) - timedelta(minutes=1))
     reply = api.get("/v1/learners/me/state", headers={"authorization": f"Bearer {expired}"})
     assert (reply.status_code, reply.json()["detail"]) == (401, "reader token has expired")
-    forged = jwt.encode({"sub": "s1", "role": "system_admin", "exp": 2**31}, "guess", "HS256")
+    forged = jwt.encode(
+        {"sub": "s1", "role": "system_admin", "exp": 2**31},
+        "a-wrong-guess-at-the-reader-secret-0123",
+        "HS256",
+    )
     reply = api.get(
         "/v1/query", params={"sql": "SELECT 1"}, headers={"authorization": f"Bearer {forged}"}
     )

@@ -16,14 +16,39 @@ from bench import workload
 from bench.throughput import committed_total
 from devstack.services import ServiceGroup
 from learnstream.settings import Settings
-from learnstream.topics import EVENTS_CLEAN, EVENTS_DERIVED, PROJECTIONS_USER_PROGRESS
+from learnstream.topics import (
+    EVENTS_CLEAN,
+    EVENTS_DERIVED,
+    EVENTS_RAW,
+    PROJECTIONS_USER_PROGRESS,
+)
 from processors.generations import group_id
+from processors.offsets import OffsetProbe
 from tests.crash_helpers import produce_and_expect, published_progress, wait_until_caught_up
 from tests.kafka_read import read_all
 
 
 def _count(settings: Settings, topic: str) -> int:
     return len(read_all(settings.kafka_bootstrap, settings.topic(topic)))
+
+
+def _stuck(settings: Settings, group_name: str, records: int, log: Path) -> str:
+    """Why a generation did not get there: per partition, where it is and the log's end,
+    and what the worker said last."""
+    probe = OffsetProbe(settings.kafka_bootstrap, settings.topic(EVENTS_RAW), group_name)
+
+    async def snapshot() -> tuple[dict[int, int], dict[int, int | None]]:
+        try:
+            return await probe.snapshot(set(range(settings.topic_partitions)))
+        finally:
+            await probe.stop()
+
+    ends, committed = asyncio.run(snapshot())
+    tail = log.read_text(errors="replace").splitlines()[-40:]
+    return (
+        f"{group_name} did not commit {records}: committed {committed}, ends {ends}\n"
+        + "\n".join(tail)
+    )
 
 
 def _run_through(
@@ -40,7 +65,7 @@ def _run_through(
             while asyncio.run(committed_total(settings, group_name)) < records:
                 # restarts a worker that exited on a stall, as its supervisor would
                 assert not group.supervise(), "processors died on their own"
-                assert time.monotonic() < deadline, f"{group_name} did not commit {records}"
+                assert time.monotonic() < deadline, _stuck(settings, group_name, records, log)
                 time.sleep(1)
             wait_until_caught_up(settings, group, expected, timeout_s=60)
         finally:

@@ -59,12 +59,9 @@ def test_a_stalled_worker_exits_and_its_restart_finishes_the_work(
     settings: Settings, tmp_path: Path
 ) -> None:
     """A partition stops being fetched (injected); the worker notices, exits with 75, and
-    once restarted processes everything, each event once."""
+    once restarted processes everything: every event comes out, under its own id."""
     marker = tmp_path / "stalled-once"
-    # a short stall timeout: the check runs every 10 s, so the exit comes within 25 s
-    faulty = settings.model_copy(
-        update={"fault_stall_marker": marker, "processor_stall_timeout_s": 15.0}
-    )
+    faulty = settings.model_copy(update={"fault_stall_marker": marker})
     log_path = tmp_path / "worker.log"
     events = workload.events(90, users=30, seed=4)
     with open(log_path, "a") as log:
@@ -78,13 +75,27 @@ def test_a_stalled_worker_exits_and_its_restart_finishes_the_work(
             produce_and_expect(faulty, events)
             deadline = time.monotonic() + 180
             clean: list[Any] = []
-            while len(clean) < len(events) and time.monotonic() < deadline:
+            expected_ids = {e["event_id"] for e in events}
+            while time.monotonic() < deadline:
                 assert not group.supervise(), "processors died on their own"
                 time.sleep(1)
                 clean = read_all(faulty.kafka_bootstrap, faulty.topic(EVENTS_CLEAN))
+                if {str(decode(REGISTRY, m.value)["event_id"]) for m in clean} >= expected_ids:
+                    break
         finally:
             group.stop_all()
     text = log_path.read_text(errors="replace")
-    assert "partitions stalled, exiting for a restart" in text
-    ids = sorted(str(decode(REGISTRY, m.value)["event_id"]) for m in clean)
-    assert ids == sorted(e["event_id"] for e in events)
+    assert "partitions stalled" in text and "exiting for a restart" in text
+    ids = [str(decode(REGISTRY, m.value)["event_id"]) for m in clean]
+    # every event came out; records processed but not yet committed when the worker
+    # exited are processed again and re-sent with the same id (the sink keeps one)
+    assert set(ids) == {e["event_id"] for e in events}
+
+
+def test_idle_for_is_the_time_since_any_partition_last_moved() -> None:
+    watch = StallWatch(timeout_s=60)
+    watch.assigned({0, 1}, now=100.0)
+    watch.processed(1, 5, now=130.0)
+    assert watch.idle_for(150.0) == 20.0
+    watch.assigned(set(), now=200.0)
+    assert watch.idle_for(210.0) == 0.0

@@ -17,9 +17,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.stats import percentile
+from bench.tail import follow
 from learnstream.settings import Settings
 from learnstream.topics import PROJECTIONS_USER_PROGRESS
 from schemas.codec import decode
@@ -43,24 +43,13 @@ async def _watch(
 ) -> None:
     """Record when each (user, events_applied) first appears on the projection topic."""
     registry = FileSchemaRegistry.from_files()
+
+    def on_record(record: Any, now: float) -> None:
+        progress = decode(registry, record.value)
+        seen.setdefault((progress["user_id"], progress["events_applied"]), now)
+
     topic = settings.topic(PROJECTIONS_USER_PROGRESS)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
-        consumer.assign(partitions)
-        await consumer.seek_to_end(*partitions)
-        while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=100)
-            now = time.perf_counter()
-            for records in batch.values():
-                for record in records:
-                    progress = decode(registry, record.value)
-                    seen.setdefault((progress["user_id"], progress["events_applied"]), now)
-    finally:
-        await consumer.stop()
+    await follow(settings, topic, on_record, stop, time.perf_counter)
 
 
 async def steady_load(

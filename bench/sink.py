@@ -22,9 +22,10 @@ from typing import Any
 
 import clickhouse_connect
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from bench.stats import percentile
+from bench.tail import follow
 from bench.workload import CATALOG, REGISTRY, encoded
 from learnstream.settings import Settings
 from learnstream.topics import EVENTS_CLEAN
@@ -116,21 +117,11 @@ def _lesson(user: str, at: datetime) -> dict[str, Any]:
 
 async def _watch_clean(settings: Settings, seen: dict[str, float], stop: asyncio.Event) -> None:
     """When each event reaches events.clean: splits the latency into processors and sink."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
-    await consumer.start()
-    try:
-        topic = settings.topic(EVENTS_CLEAN)
-        partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
-        consumer.assign(partitions)
-        await consumer.seek_to_end(*partitions)
-        while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=100)
-            now = time.time()
-            for records in batch.values():
-                for record in records:
-                    seen.setdefault(str(decode(REGISTRY, record.value)["event_id"]), now)
-    finally:
-        await consumer.stop()
+
+    def on_record(record: Any, now: float) -> None:
+        seen.setdefault(str(decode(REGISTRY, record.value)["event_id"]), now)
+
+    await follow(settings, settings.topic(EVENTS_CLEAN), on_record, stop, time.time)
 
 
 async def ack_to_queryable(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,22 +19,13 @@ import httpx
 
 from bench.stats import percentile
 from bench.tail import follow
+from bench.workload import lesson
 from learnstream.settings import Settings
 from learnstream.topics import PROJECTIONS_USER_PROGRESS
 from schemas.codec import decode
 from schemas.registry import FileSchemaRegistry
 
 TICKS_PER_S = 10
-
-
-def _lesson(user: str, at: datetime) -> dict[str, Any]:
-    return {
-        "event_id": str(uuid.uuid4()),
-        "event_type": "lesson_completed",
-        "timestamp": at.isoformat(),
-        "user_id": user,
-        "properties": {"content_id": "bench-lesson"},
-    }
 
 
 async def _watch(
@@ -83,7 +73,7 @@ async def steady_load(
                 user = f"bench-{counter % users}"
                 counter += 1
                 sent_per_user[user] += 1
-                batch.append(_lesson(user, base + timedelta(milliseconds=counter)))
+                batch.append(lesson(user, base + timedelta(milliseconds=counter)))
                 keys.append((user, sent_per_user[user]))
             posts.append(asyncio.create_task(post(batch, keys)))
             await asyncio.sleep(max(0.0, started + (tick + 1) / TICKS_PER_S - time.perf_counter()))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from aiokafka import AIOKafkaProducer
 
 from bench.stats import percentile
 from bench.tail import follow
-from bench.workload import CATALOG, REGISTRY, encoded
+from bench.workload import CATALOG, REGISTRY, encoded, lesson
 from learnstream.settings import Settings
 from learnstream.topics import EVENTS_CLEAN
 from schemas.codec import decode
@@ -105,16 +104,6 @@ def throughput(
     }
 
 
-def _lesson(user: str, at: datetime) -> dict[str, Any]:
-    return {
-        "event_id": str(uuid.uuid4()),
-        "event_type": "lesson_completed",
-        "timestamp": at.isoformat(),
-        "user_id": user,
-        "properties": {"content_id": "bench-lesson"},
-    }
-
-
 async def _watch_clean(settings: Settings, seen: dict[str, float], stop: asyncio.Event) -> None:
     """When each event reaches events.clean: splits the latency into processors and sink."""
 
@@ -149,7 +138,7 @@ async def ack_to_queryable(
         posts = []
         for tick in range(int(seconds * 10)):
             batch = [
-                _lesson(f"bench-{(tick * per_tick + i) % 200}", base + timedelta(seconds=tick))
+                lesson(f"bench-{(tick * per_tick + i) % 200}", base + timedelta(seconds=tick))
                 for i in range(per_tick)
             ]
             posts.append(asyncio.create_task(post(batch)))

@@ -81,3 +81,14 @@ def encoded(event: dict[str, Any]) -> tuple[bytes, bytes]:
     kind = outcome.event_type
     value = encode(REGISTRY.id_for(kind.subject, kind.schema), kind.parsed, outcome.datum)
     return event["user_id"].encode(), value
+
+
+def lesson(user: str, at: datetime) -> dict[str, Any]:
+    """A fresh lesson_completed: never dropped by dedup or sampling, one fold step each."""
+    return {
+        "event_id": str(uuid.uuid4()),
+        "event_type": "lesson_completed",
+        "timestamp": at.isoformat(),
+        "user_id": user,
+        "properties": {"content_id": "bench-lesson"},
+    }

@@ -8,8 +8,10 @@ Table values are small JSON dicts (Faust's default table codec).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import signal
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,6 +78,14 @@ def _raw_topic(app: faust.App, name: str) -> Any:
     return app.topic(
         name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
+
+
+def log_tasks() -> None:
+    """Every asyncio task of this loop and where it waits: for diagnosing a hang."""
+    for task in asyncio.all_tasks():
+        frames = task.get_stack(limit=8)
+        where = " <- ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in reversed(frames))
+        log.warning("task %s: %s", task.get_name(), where or "(not started)")
 
 
 def _inject_stall_once(
@@ -168,6 +178,11 @@ def create_app(
     @app.task  # type: ignore[untyped-decorator]
     async def start_watchdog() -> None:
         WatchdogThread(watch, make_probe, lambda: bool(app.in_recovery or app.rebalancing)).start()
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def dump_tasks_on_sigusr1() -> None:
+        """``kill -USR1 <worker>`` logs what every asyncio task is waiting on."""
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, log_tasks)
 
     @app.timer(interval=10.0)  # type: ignore[untyped-decorator]
     async def inject_stall() -> None:  # tests only: LEARNSTREAM_FAULT_STALL_MARKER

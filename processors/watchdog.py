@@ -84,6 +84,29 @@ class StallWatch:
         with self._lock:
             return now - max(self._since.values(), default=now)
 
+    def waiting(
+        self,
+        highwaters: dict[int, int],
+        committed: dict[int, int | None],
+        now: float,
+        min_idle_s: float,
+    ) -> list[Stall]:
+        """Partitions with records past what was processed, idle at least ``min_idle_s``."""
+        with self._lock:
+            since_by_partition = dict(self._since)
+            next_by_partition = dict(self._next)
+        found = []
+        for partition, since in since_by_partition.items():
+            highwater = highwaters.get(partition)
+            if highwater is None or now - since < min_idle_s:
+                continue
+            next_offset = next_by_partition.get(partition)
+            if next_offset is None:
+                next_offset = committed.get(partition)
+            if next_offset is not None and highwater > next_offset:
+                found.append(Stall(partition, next_offset, highwater, now - since))
+        return found
+
     def stalls(
         self, highwaters: dict[int, int], committed: dict[int, int | None], now: float
     ) -> list[Stall]:
@@ -93,20 +116,7 @@ class StallWatch:
         group's committed offset, so a caught-up, quiet partition just after a restart
         is not mistaken for a stalled one.
         """
-        with self._lock:
-            since_by_partition = dict(self._since)
-            next_by_partition = dict(self._next)
-        found = []
-        for partition, since in since_by_partition.items():
-            highwater = highwaters.get(partition)
-            if highwater is None or now - since < self.timeout_s:
-                continue
-            next_offset = next_by_partition.get(partition)
-            if next_offset is None:
-                next_offset = committed.get(partition)
-            if next_offset is not None and highwater > next_offset:
-                found.append(Stall(partition, next_offset, highwater, now - since))
-        return found
+        return self.waiting(highwaters, committed, now, min_idle_s=self.timeout_s)
 
 
 class WatchdogThread(threading.Thread):
@@ -167,6 +177,16 @@ class WatchdogThread(threading.Thread):
             found = self._watch.stalls(highwaters, committed, now)
             if found:
                 self._exit(f"partitions stalled: {found}")
+            self._report(highwaters, committed, now)
+
+    def _report(
+        self, highwaters: dict[int, int], committed: dict[int, int | None], now: float
+    ) -> None:
+        """Say what it sees while records wait without progress, so a stall it does not
+        act on can still be explained from the log."""
+        waiting = self._watch.waiting(highwaters, committed, now, min_idle_s=self._interval_s)
+        if waiting:
+            log.info("watchdog: waiting, not yet a stall: %s", waiting)
 
     @staticmethod
     def _exit(reason: str) -> None:

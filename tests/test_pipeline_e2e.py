@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from devstack.services import ServiceGroup, http_ok
+from learnstream.cli import main as cli
 from learnstream.settings import Settings
 from learnstream.topics import (
     EVENTS_DERIVED,
@@ -321,7 +322,10 @@ def test_live_projections_equal_the_fold_of_the_same_log(
 
 
 def test_an_erased_learner_is_gone_everywhere_and_stays_gone(
-    settings: Settings, pipeline: ServiceGroup
+    settings: Settings,
+    pipeline: ServiceGroup,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Through the real processors and sink: state, projection topics and tables,
     ClickHouse rows, with an audit row; a late copy of an old event stays out."""
@@ -344,9 +348,14 @@ def test_an_erased_learner_is_gone_everywhere_and_stays_gone(
     _wait_until(both_in_tables, ARRIVAL_TIMEOUT_S, "user_progress for both", pipeline)
     assert "ada:fractions" in _latest_by_key(settings, PROJECTIONS_TOPIC_MASTERY)
 
-    erased = httpx.post(f"{settings.query_url}/v1/learners/ada/erase", timeout=30)
-    assert erased.status_code == 202, erased.text
-    request_id = erased.json()["request_id"]
+    # as an operator would: the learnstream CLI, through the sink's read API
+    for name, value in settings.as_env().items():
+        monkeypatch.setenv(name, value)
+    assert cli(["export-user", "ada"]) == 0
+    exported = json.loads(capsys.readouterr().out)
+    assert {e["event_id"] for e in exported["events"]} >= {answer["event_id"], lesson["event_id"]}
+    assert cli(["erase-user", "ada"]) == 0
+    request_id = json.loads(capsys.readouterr().out)["request_id"]
 
     def ada_gone() -> bool:
         audited = _query(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -44,7 +45,8 @@ def _stuck(settings: Settings, group_name: str, records: int, log: Path) -> str:
             await probe.stop()
 
     ends, committed = asyncio.run(snapshot())
-    tail = log.read_text(errors="replace").splitlines()[-40:]
+    said = log.read_text(errors="replace").splitlines()
+    tail = [line for line in said if "watchdog" in line or "task " in line][-60:] + said[-10:]
     return (
         f"{group_name} did not commit {records}: committed {committed}, ends {ends}\n"
         + "\n".join(tail)
@@ -65,7 +67,11 @@ def _run_through(
             while asyncio.run(committed_total(settings, group_name)) < records:
                 # restarts a worker that exited on a stall, as its supervisor would
                 assert not group.supervise(), "processors died on their own"
-                assert time.monotonic() < deadline, _stuck(settings, group_name, records, log)
+                if time.monotonic() >= deadline:
+                    # the worker logs what each of its tasks waits on (processors.app)
+                    group.processes["processors"].send_signal(signal.SIGUSR1)
+                    time.sleep(2)
+                    raise AssertionError(_stuck(settings, group_name, records, log))
                 time.sleep(1)
             wait_until_caught_up(settings, group, expected, timeout_s=60)
         finally:

@@ -40,6 +40,8 @@ class StallWatch:
     _next: dict[int, int | None] = field(default_factory=dict)  # partition -> next offset
     _since: dict[int, float] = field(default_factory=dict)  # partition -> last progress
     _recovering_since: float | None = None
+    # partition -> (the group's committed offset, since when it has not moved)
+    _commits: dict[int, tuple[int, float]] = field(default_factory=dict)
     # the worker's event loop writes, the watchdog thread reads
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -56,6 +58,7 @@ class StallWatch:
                 self._recovering_since = now
             if now - self._recovering_since < self.timeout_s * self.recovery_grace_factor:
                 self._since = dict.fromkeys(self._since, now)
+                self._commits = {}
                 return True
             return False
 
@@ -68,11 +71,19 @@ class StallWatch:
         with self._lock:
             self._next = {p: None for p in partitions}
             self._since = dict.fromkeys(partitions, now)
+            self._commits = {}
 
     def idle(self, now: float) -> None:
         """Time the worker spends recovering or rebalancing is not a stall."""
         with self._lock:
             self._since = dict.fromkeys(self._since, now)
+
+    def skipped_before(self, partition: int, offset: int) -> int | None:
+        """The first offset the consumer skipped if ``offset`` jumps past the next one
+        expected since (re)assignment; None when it follows on (or goes back: a seek)."""
+        with self._lock:
+            expected = self._next.get(partition)
+        return expected if expected is not None and offset > expected else None
 
     def processed(self, partition: int, offset: int, now: float) -> None:
         with self._lock:
@@ -105,6 +116,25 @@ class StallWatch:
                 next_offset = committed.get(partition)
             if next_offset is not None and highwater > next_offset:
                 found.append(Stall(partition, next_offset, highwater, now - since))
+        return found
+
+    def commit_stalls(self, committed: dict[int, int | None], now: float) -> list[Stall]:
+        """Partitions processed past their committed offset, whose commit has not moved
+        for the timeout. Faust commits only up to the first offset it has not acked, so
+        one message never acked holds the commit back for good while records flow: a
+        restart resumes from the commit and processes the rest again, idempotently."""
+        found = []
+        with self._lock:
+            for partition, next_offset in self._next.items():
+                offset = committed.get(partition)
+                if next_offset is None or offset is None or offset >= next_offset:
+                    self._commits.pop(partition, None)
+                    continue
+                held = self._commits.get(partition)
+                if held is None or held[0] != offset:
+                    self._commits[partition] = (offset, now)
+                elif now - held[1] >= self.timeout_s:
+                    found.append(Stall(partition, offset, next_offset, now - held[1]))
         return found
 
     def stalls(
@@ -177,6 +207,9 @@ class WatchdogThread(threading.Thread):
             found = self._watch.stalls(highwaters, committed, now)
             if found:
                 self._exit(f"partitions stalled: {found}")
+            held = self._watch.commit_stalls(committed, now)
+            if held:
+                self._exit(f"commits stuck behind processed records: {held}")
             self._report(highwaters, committed, now)
 
     def _report(

@@ -99,3 +99,27 @@ def test_idle_for_is_the_time_since_any_partition_last_moved() -> None:
     assert watch.idle_for(150.0) == 20.0
     watch.assigned(set(), now=200.0)
     assert watch.idle_for(210.0) == 0.0
+
+
+def test_a_commit_that_stops_behind_processed_records_is_a_stall() -> None:
+    watch = StallWatch(timeout_s=30)
+    watch.assigned({0, 1}, now=0.0)
+    watch.processed(0, 9, now=1.0)  # partition 0 processed up to 9: next is 10
+    assert watch.commit_stalls({0: 5, 1: 0}, now=10.0) == []  # the clock starts
+    assert watch.commit_stalls({0: 8, 1: 0}, now=35.0) == []  # it moved: clock restarts
+    assert watch.commit_stalls({0: 8, 1: 0}, now=64.0) == []
+    assert watch.commit_stalls({0: 8, 1: 0}, now=65.0) == [Stall(0, 8, 10, 30.0)]
+    assert watch.commit_stalls({0: 10, 1: 0}, now=70.0) == []  # caught up: nothing held
+    # partition 1 processed nothing: a commit that does not move is no evidence there
+    assert watch.commit_stalls({0: 10, 1: 0}, now=500.0) == []
+
+
+def test_a_jump_in_offsets_is_reported_as_skipped_records() -> None:
+    watch = StallWatch(timeout_s=30)
+    watch.assigned({2}, now=0.0)
+    assert watch.skipped_before(2, 742) is None  # first record since assignment
+    watch.processed(2, 742, now=1.0)
+    assert watch.skipped_before(2, 743) is None
+    watch.processed(2, 743, now=1.0)
+    assert watch.skipped_before(2, 769) == 744  # 744..768 never came
+    assert watch.skipped_before(2, 700) is None  # a seek back is not a hole

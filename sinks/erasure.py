@@ -10,11 +10,11 @@ processors sent before the erasure can reach the sink after it.
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import datetime
 
 from learnstream.erasure import ErasureRequest, erased_before
+from sinks import audit
 from sinks.writer import ClickHouseWriter
 
 log = logging.getLogger(__name__)
@@ -64,37 +64,20 @@ class Erasures:
             parameters={"id": request.request_id},
         )
         if not done[0][0]:
-            await self._writer.insert(
-                "audit_log",
-                [
-                    [
-                        request.request_id,
-                        datetime.now(request.requested_at.tzinfo),
-                        "erase",
-                        request.user_id,
-                        request.organization_id or "",
-                        request.requested_by,
-                        request.requester_role,
-                        request.requested_at,
-                        json.dumps({"rows_deleted": counts}, sort_keys=True),
-                    ]
-                ],
-                AUDIT_COLUMNS,
-                f"erase/{request.request_id}",
+            await audit.record(
+                self._writer,
+                audit.AuditEntry(
+                    audit_id=request.request_id,
+                    at=datetime.now(request.requested_at.tzinfo),
+                    action="erase",
+                    subject_user_id=request.user_id,
+                    organization_id=request.organization_id or "",
+                    actor_user_id=request.requested_by,
+                    actor_role=request.requester_role,
+                    covers_until=request.requested_at,
+                    details={"rows_deleted": counts},
+                ),
             )
         previous = self.erased_at_ms.get(request.user_id, 0)
         self.erased_at_ms[request.user_id] = max(previous, request.requested_at_ms)
         log.info("erased learner %s: %s", request.user_id, counts)
-
-
-AUDIT_COLUMNS = (
-    "audit_id",
-    "at",
-    "action",
-    "subject_user_id",
-    "organization_id",
-    "actor_user_id",
-    "actor_role",
-    "covers_until",
-    "details",
-)

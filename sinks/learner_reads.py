@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from sinks import audit
 from sinks.access import Principal, event_condition, learner_condition
-from sinks.erasure import AUDIT_COLUMNS
 from sinks.writer import ClickHouseWriter
 
 MAX_PAGE = 100
@@ -221,21 +221,17 @@ class LearnerReads:
     async def audit(
         self, who: Principal, action: str, user_id: str, details: dict[str, Any]
     ) -> None:
-        await self.writer.insert(
-            "audit_log",
-            [
-                [
-                    uuid.uuid4(),
-                    datetime.now(UTC),
-                    action,
-                    user_id,
-                    who.organization_id or "",
-                    who.user_id,
-                    str(who.role),
-                    None,
-                    json.dumps(details, sort_keys=True),
-                ]
-            ],
-            AUDIT_COLUMNS,
-            f"{action}/{uuid.uuid4()}",
+        await audit.record(
+            self.writer,
+            audit.AuditEntry(
+                audit_id=str(uuid.uuid4()),
+                at=datetime.now(UTC),
+                action=action,
+                subject_user_id=user_id,
+                organization_id=who.organization_id or "",
+                actor_user_id=who.user_id,
+                actor_role=str(who.role),
+                covers_until=None,
+                details=details,
+            ),
         )

@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 from sinks import audit
 from sinks.access import Principal, event_condition, learner_condition
@@ -37,9 +38,14 @@ _SESSION_COLUMNS = """
 """
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """A ClickHouse value as JSON can carry it: dates as ISO text, UUIDs as text."""
     if isinstance(value, datetime | date):
         return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
     return value
 
 
@@ -53,7 +59,7 @@ class LearnerReads:
 
     async def _rows(self, sql: str, **parameters: Any) -> list[dict[str, Any]]:
         columns, rows = await self.writer.query(sql, parameters=parameters)
-        return [{c: _jsonable(v) for c, v in zip(columns, row, strict=True)} for row in rows]
+        return [{c: jsonable(v) for c, v in zip(columns, row, strict=True)} for row in rows]
 
     def _sessions_where(self, who: Principal) -> str:
         return (

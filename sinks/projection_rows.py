@@ -7,14 +7,14 @@ the table's ReplacingMergeTree keeps the one with the highest offset per key.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from schemas.codec import decode
 from schemas.registry import SchemaRegistry
 from sinks.routes import Route
+from sinks.rows import to_json
 
 # Projection rows carry no event time; one constant keeps each batch in one insert.
 _NO_MONTH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -74,14 +74,6 @@ PROJECTION_TABLES = {
 }
 
 
-def _json_default(value: object) -> str:
-    return value.isoformat() if isinstance(value, datetime | date) else str(value)
-
-
-def _to_json(value: Any) -> str:
-    return json.dumps(value, default=_json_default, sort_keys=True)
-
-
 def user_of(key: str) -> str:
     """Projection keys are ``user`` or ``user:topic`` / ``user:mode``."""
     return key.split(":", 1)[0]
@@ -94,10 +86,10 @@ def projection_row(
         typed = [default for _, default in spec.fields]
         return [key, user_of(key), *typed, "{}", 1, *offset_of]
     typed = [
-        _to_json(datum.get(name)) if name in spec.json_fields else datum.get(name, default)
+        to_json(datum.get(name)) if name in spec.json_fields else datum.get(name, default)
         for name, default in spec.fields
     ]
-    return [key, str(datum.get("user_id") or user_of(key)), *typed, _to_json(datum), 0, *offset_of]
+    return [key, str(datum.get("user_id") or user_of(key)), *typed, to_json(datum), 0, *offset_of]
 
 
 def projection_route(spec: ProjectionTable, registry: SchemaRegistry) -> Route:

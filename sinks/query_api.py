@@ -16,25 +16,14 @@ import io
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
-from uuid import UUID
 
 from fastapi import Body, Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from learnstream.erasure import ErasureRequest
 from sinks.access import AccessError, Principal, Role, principal_from_token
-from sinks.learner_reads import MAX_PAGE, PERIOD_DAYS, LearnerReads
+from sinks.learner_reads import MAX_PAGE, PERIOD_DAYS, LearnerReads, jsonable
 from sinks.writer import ClickHouseWriter
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, UUID):
-        return str(value)
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def _reader(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
@@ -76,7 +65,7 @@ def create_query_app(
             columns, rows = await writer.query(sql, readonly=True)
         except Exception as exc:  # a bad query is the caller's problem, reported as such
             return JSONResponse({"error": str(exc)}, status_code=400)
-        return JSONResponse({"columns": columns, "rows": [_jsonable(r) for r in rows]})
+        return JSONResponse({"columns": columns, "rows": [jsonable(r) for r in rows]})
 
     @app.get("/v1/query")
     async def query_get(
@@ -149,12 +138,12 @@ def create_query_app(
             buffer = io.StringIO()
             out = csv.writer(buffer)
             out.writerow(columns)
-            out.writerows([_jsonable(v) for v in row] for row in rows)
+            out.writerows([jsonable(v) for v in row] for row in rows)
             return Response(buffer.getvalue(), media_type="text/csv")
         return JSONResponse(
             {
                 "user_id": target,
-                "events": [dict(zip(columns, _jsonable(row), strict=True)) for row in rows],
+                "events": [dict(zip(columns, jsonable(row), strict=True)) for row in rows],
                 "state": await reads.state(who, target),
                 "blind_spots": await reads.blind_spots(who, target),
             }

@@ -49,9 +49,14 @@ def _default(obj: object) -> str:
     return obj.isoformat() if isinstance(obj, datetime) else str(obj)
 
 
-def _json(value: Mapping[str, Any] | None) -> str:
+def to_json(value: Any) -> str:
+    """JSON text with sorted keys and ISO dates, as the sink stores it in String columns."""
     # orjson: three of these per row were the sink's largest cost (bench: 9x json.dumps)
-    return orjson.dumps(value or {}, default=_default, option=orjson.OPT_SORT_KEYS).decode()
+    return orjson.dumps(value, default=_default, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _json(value: Mapping[str, Any] | None) -> str:
+    return to_json(value or {})
 
 
 def _drill_ids(scores: Any) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,11 +26,18 @@ class Route:
     # rows are events: one row per event_id, whatever offsets the copies came at
     unique_events: bool = False
 
+    @functools.cached_property
+    def _key_positions(self) -> tuple[int, int, int, int]:
+        org, user, moment, event_id = (
+            self.columns.index(n) for n in ("organization_id", "user_id", "timestamp", "event_id")
+        )
+        return org, user, moment, event_id
+
     def event_key(self, row: list[Any]) -> tuple[str, str, datetime, str]:
-        """(organization_id, user_id, timestamp, event_id): the table's sort key."""
-        names = ("organization_id", "user_id", "timestamp", "event_id")
-        org, user, moment, event_id = (row[self.columns.index(n)] for n in names)
-        return str(org), str(user), moment, str(event_id)
+        """(organization_id, user_id, timestamp, event_id): the table's sort key.
+        Called for every row the sink stores, so the column positions are found once."""
+        org, user, moment, event_id = self._key_positions
+        return str(row[org]), str(row[user]), row[moment], str(row[event_id])
 
 
 def event_route(catalog: EventCatalog, registry: SchemaRegistry) -> Route:

@@ -49,6 +49,15 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def _days_up_to(as_of: date, days: int) -> tuple[datetime, datetime]:
+    """[start, end) of the ``days`` UTC days that end with ``as_of``."""
+    first = as_of - timedelta(days=days - 1)
+    return (
+        datetime.combine(first, datetime.min.time(), UTC),
+        datetime.combine(as_of + timedelta(days=1), datetime.min.time(), UTC),
+    )
+
+
 @dataclass(frozen=True)
 class LearnerReads:
     writer: ClickHouseWriter
@@ -65,6 +74,14 @@ class LearnerReads:
         return (
             f"event_type = 'session_result' AND user_id = {{user:String}} "
             f"AND ({event_condition(who)})"
+        )
+
+    def _sessions_between(self, who: Principal) -> str:
+        """The learner's sessions from {since} up to {until}, as a subquery."""
+        return (
+            f"(SELECT {_SESSION_COLUMNS} FROM {self._db}.events WHERE {self._sessions_where(who)} "
+            "AND timestamp >= {since:DateTime64(3, 'UTC')} "
+            "AND timestamp < {until:DateTime64(3, 'UTC')})"
         )
 
     async def visible(self, who: Principal, user_id: str) -> bool:
@@ -102,15 +119,9 @@ class LearnerReads:
         }
 
     async def stats(self, who: Principal, user_id: str, period: str, as_of: date) -> dict[str, Any]:
-        days = PERIOD_DAYS[period]
-        since = datetime.combine(as_of - timedelta(days=days - 1), datetime.min.time(), UTC)
-        until = datetime.combine(as_of + timedelta(days=1), datetime.min.time(), UTC)
-        window = (
-            f"{self._sessions_where(who)} AND timestamp >= {{since:DateTime64(3, 'UTC')}} "
-            "AND timestamp < {until:DateTime64(3, 'UTC')}"
-        )
+        since, until = _days_up_to(as_of, PERIOD_DAYS[period])
         params = {"user": user_id, "since": since, "until": until}
-        source = f"(SELECT {_SESSION_COLUMNS} FROM {self._db}.events WHERE {window})"
+        source = self._sessions_between(who)
         totals = await self._rows(
             "SELECT count() AS total_sessions, "
             "sum(duration_seconds) AS total_duration_seconds, "
@@ -159,13 +170,8 @@ class LearnerReads:
         )
 
     async def warmup(self, who: Principal, user_id: str, as_of: date) -> dict[str, Any]:
-        since = datetime.combine(as_of - timedelta(days=WARMUP_DAYS - 1), datetime.min.time(), UTC)
-        until = datetime.combine(as_of + timedelta(days=1), datetime.min.time(), UTC)
-        recent = (
-            f"(SELECT {_SESSION_COLUMNS} FROM {self._db}.events WHERE {self._sessions_where(who)} "
-            "AND timestamp >= {since:DateTime64(3, 'UTC')} "
-            "AND timestamp < {until:DateTime64(3, 'UTC')})"
-        )
+        since, until = _days_up_to(as_of, WARMUP_DAYS)
+        recent = self._sessions_between(who)
         params = {"user": user_id, "since": since, "until": until}
         focus = await self._rows(
             f"SELECT arrayJoin(areas_to_improve) AS area, count() AS count FROM {recent} "

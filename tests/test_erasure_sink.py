@@ -12,13 +12,11 @@ from aiokafka import AIOKafkaProducer
 
 from learnstream.erasure import ErasureRequest
 from learnstream.settings import Settings
-from learnstream.topics import EVENTS_CLEAN, REQUESTS_ERASURE
+from learnstream.topics import REQUESTS_ERASURE
 from schemas.examples import example_event
 from sinks.erasure import Erasures
-from sinks.event_sink import EventSink
-from sinks.routes import event_route
 from sinks.writer import ClickHouseWriter
-from tests.test_sink_redelivery import CATALOG, REGISTRY, produce_examples
+from tests.test_sink_redelivery import CATALOG, produce_examples, run_sink_until
 
 T = datetime(2026, 3, 10, tzinfo=UTC)
 
@@ -40,38 +38,14 @@ async def request(settings: Settings, erasure: ErasureRequest) -> None:
         await producer.stop()
 
 
-async def run_sink(settings: Settings, writer: ClickHouseWriter, until: Any) -> EventSink:
-    sink = EventSink.create(
-        settings.kafka_bootstrap,
-        {settings.topic(EVENTS_CLEAN): event_route(CATALOG, REGISTRY)},
-        settings.topic("sink"),
-        writer,
-        500,
-        0.2,
-        erasure_topic=settings.topic(REQUESTS_ERASURE),
-    )
-    task = asyncio.create_task(sink.run())
-    try:
-        for _ in range(600):
-            if until(sink):
-                break
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.1)
-        assert until(sink), "the sink did not get there in 60 s"
-    finally:
-        sink.stop()
-        await task
-    return sink
-
-
 def test_erasure_deletes_audits_and_keeps_late_copies_out(
     settings: Settings, clickhouse: Any
 ) -> None:
     writer = ClickHouseWriter(clickhouse, settings.clickhouse_database)
     before = [lesson("ada", i, i) for i in range(5)] + [lesson("bob", i, 100 + i) for i in range(3)]
     asyncio.run(produce_examples(settings, before, now=T + timedelta(days=1)))
-    asyncio.run(run_sink(settings, writer, lambda s: s.rows_inserted == len(before)))
+    erasures = settings.topic(REQUESTS_ERASURE)
+    asyncio.run(run_sink_until(settings, writer, len(before), erasure_topic=erasures))
 
     erasure = ErasureRequest(
         "9b2f6c1e-0000-4000-8000-000000000001",
@@ -86,10 +60,12 @@ def test_erasure_deletes_audits_and_keeps_late_copies_out(
     asyncio.run(request(settings, erasure))
     asyncio.run(produce_examples(settings, [late_copy, after], now=T + timedelta(days=1)))
     second = asyncio.run(
-        run_sink(
+        run_sink_until(
             settings,
             writer,
-            lambda s: s.erasures_applied == 1 and s.erased_skipped + s.rows_inserted == 2,
+            2,
+            erasure_topic=erasures,
+            settled=lambda s: s.erasures_applied == 1 and s.erased_skipped + s.rows_inserted == 2,
         )
     )
     assert (second.erased_skipped, second.rows_inserted) == (1, 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -74,23 +75,39 @@ async def run_sink_until(
     writer: ClickHouseWriter,
     rows: int,
     routes: dict[str, Route] | None = None,
+    erasure_topic: str | None = None,
+    settled: Callable[[EventSink], bool] | None = None,
 ) -> EventSink:
+    """Run a sink until it has handled ``rows`` records (or ``settled`` says so), then a
+    second more, so anything it would wrongly insert as well has arrived."""
     routes = routes or {
         settings.topic(EVENTS_CLEAN): event_route(CATALOG, REGISTRY),
         settings.topic(EVENTS_INVALID): invalid_route(),
     }
     sink = EventSink.create(
-        settings.kafka_bootstrap, routes, settings.topic("sink"), writer, 500, 0.2
+        settings.kafka_bootstrap,
+        routes,
+        settings.topic("sink"),
+        writer,
+        500,
+        0.2,
+        erasure_topic=erasure_topic,
     )
+
+    def handled(s: EventSink) -> bool:
+        return s.rows_inserted + s.redelivered_skipped + s.copies_skipped >= rows
+
+    done = settled or handled
     task = asyncio.create_task(sink.run())
     try:
         deadline = asyncio.get_running_loop().time() + 60
-        while sink.rows_inserted + sink.redelivered_skipped + sink.copies_skipped < rows:
+        while not done(sink):
             if task.done():
                 task.result()
             assert asyncio.get_running_loop().time() < deadline, (
                 f"sink reached {sink.rows_inserted} inserted + {sink.redelivered_skipped} "
-                f"skipped of {rows}"
+                f"redelivered + {sink.copies_skipped} copies skipped, "
+                f"{sink.erasures_applied} erasures, of {rows}"
             )
             await asyncio.sleep(0.1)
         await asyncio.sleep(1.0)  # let anything extra it would wrongly insert arrive

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import time
 from datetime import UTC, datetime
@@ -44,7 +43,7 @@ from processors.delivery import Position, Seen, already_applied, classify
 from processors.generations import Handover, group_id
 from processors.offsets import OffsetProbe
 from processors.sampling import keeps, sample_rate
-from processors.watchdog import EX_TEMPFAIL, StallWatch, WatchdogThread
+from processors.watchdog import StallWatch, WatchdogThread, exit_for_restart
 from projections.events import Event
 from projections.learner import LearnerState, apply, from_json, to_json
 from schemas.catalog import EventCatalog, load_named_schema
@@ -83,9 +82,8 @@ def _raw_topic(app: faust.App, name: str) -> Any:
 def log_tasks() -> None:
     """Every asyncio task of this loop and where it waits: for diagnosing a hang."""
     for task in asyncio.all_tasks():
-        chain: list[
-            str
-        ] = []  # the await chain, outermost first: get_stack shows only the top frame
+        # the await chain, outermost first: get_stack shows only the top frame
+        chain: list[str] = []
         awaited: Any = task.get_coro()
         while awaited is not None and len(chain) < 20:
             frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
@@ -294,15 +292,13 @@ def create_app(
             # compacted, so its offsets have no holes: a jump means the consumer dropped
             # records (seen in CI: Faust skipped a whole fetched batch). Exit before this
             # one, so nothing past the hole is folded and the restart reads the hole.
-            log.critical(
+            exit_for_restart(
                 "partition %d: offsets %d..%d were skipped by the consumer; exiting so a "
                 "restart reads them",
                 here.partition,
                 skipped_from,
                 here.offset - 1,
             )
-            logging.shutdown()
-            os._exit(EX_TEMPFAIL)
         watch.processed(here.partition, here.offset, time.monotonic())
         replaying = here.offset < emits_from.get(here.partition, 0)
         data: bytes = message.value
@@ -362,9 +358,9 @@ def create_app(
                 # Exit at once: Faust would ack the failing message while unwinding and
                 # commit it on shutdown, skipping it for good. Exiting without a commit
                 # makes the restart retry it, as after a SIGKILL.
-                log.critical("processing failed; exiting so a restart retries it", exc_info=True)
-                logging.shutdown()
-                os._exit(EX_TEMPFAIL)
+                exit_for_restart(
+                    "processing failed; exiting so a restart retries it", exc_info=True
+                )
 
     async def erase(request: ErasureRequest) -> None:
         """Forget at once, then send tombstones.
@@ -400,9 +396,7 @@ def create_app(
             try:
                 await erase(ErasureRequest.from_json(message.value))
             except Exception:  # as for events: never skip a request by committing past it
-                log.critical("erasure failed; exiting so a restart retries it", exc_info=True)
-                logging.shutdown()
-                os._exit(EX_TEMPFAIL)
+                exit_for_restart("erasure failed; exiting so a restart retries it", exc_info=True)
 
     @app.timer(interval=60.0)  # type: ignore[untyped-decorator]
     async def report_counters() -> None:

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from processors.offsets import OffsetProbe
 
@@ -222,7 +223,14 @@ class WatchdogThread(threading.Thread):
             log.info("watchdog: waiting, not yet a stall: %s", waiting)
 
     @staticmethod
-    def _exit(reason: str) -> None:
-        log.critical("%s; exiting for a restart", reason)
-        logging.shutdown()
-        os._exit(EX_TEMPFAIL)  # every effect is tied to its offset, so this is safe
+    def _exit(reason: str) -> NoReturn:
+        exit_for_restart("%s; exiting for a restart", reason)
+
+
+def exit_for_restart(message: str, *args: object, exc_info: bool = False) -> NoReturn:
+    """Log ``message`` and exit with 75 at once, committing nothing, so the supervisor
+    restarts the worker from its committed offsets. Safe because every effect is tied to
+    its source offset (the SIGKILL tests prove it)."""
+    log.critical(message, *args, exc_info=exc_info)
+    logging.shutdown()
+    os._exit(EX_TEMPFAIL)

@@ -172,6 +172,7 @@ class WatchdogThread(threading.Thread):
         self._is_recovering = is_recovering
         self._interval_s = interval_s
         self._probe_timeout_s = probe_timeout_s
+        self._closing: set[asyncio.Future[None]] = set()  # abandoned probes being closed
 
     def run(self) -> None:
         asyncio.run(self._loop())
@@ -196,6 +197,10 @@ class WatchdogThread(threading.Thread):
             if not done or error is not None:
                 if not done:  # abandon it: a call that ignores cancellation must not hang us
                     check.cancel()
+                # a fresh probe next time; the old one's clients are closed in the
+                # background, not awaited, for the same reason
+                self._closing.add(asyncio.ensure_future(probe.stop()))
+                self._closing = {task for task in self._closing if not task.done()}
                 probe = self._make_probe()
                 blind_since = blind_since or now
                 blind_s = now - blind_since

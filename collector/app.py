@@ -21,10 +21,11 @@ from fastapi.responses import JSONResponse, Response
 
 from collector import api_docs
 from collector.auth import USER_TOKEN_HEADER, Authenticator, AuthError, Caller, bind_to_caller
+from collector.body import BodyError, check_encoding, check_media_type, parse_json, read_limited
 from collector.enrichment import EnrichmentPolicy, Sender, enrich, partition_key
 from collector.metrics import CONTENT_TYPE, CollectorMetrics
 from collector.publisher import PublishUnavailable
-from learnstream.dead_letters import dead_letter
+from learnstream.dead_letters import bounded_errors, dead_letter
 from learnstream.settings import Settings
 from learnstream.topics import EVENTS_INVALID, EVENTS_RAW
 from schemas.catalog import EventCatalog
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1_000_000
 MAX_BATCH_BODY_BYTES = 5_000_000
 MAX_BATCH_EVENTS = 500
+# One encoded event must fit in one Kafka record (1 MB by default) with room to spare.
+MAX_EVENT_BYTES = 900_000
 RETRY_AFTER_S = "5"
 Clock = Callable[[], datetime]
 
@@ -79,7 +82,7 @@ def _utc_now() -> datetime:
 
 
 def _errors(errors: tuple[FieldError, ...] | list[FieldError]) -> list[dict[str, str]]:
-    return [{"field": e.field, "message": e.message} for e in errors]
+    return [{"field": e.field, "message": e.message} for e in bounded_errors(errors)]
 
 
 def _unavailable(reason: str) -> JSONResponse:
@@ -104,10 +107,8 @@ def create_app(
     raw_topic = settings.topic(EVENTS_RAW)
     invalid_topic = settings.topic(EVENTS_INVALID)
     authenticator = Authenticator(settings.write_keys, settings.user_token_secrets)
-    policy = EnrichmentPolicy(
-        ip_handling=settings.client_ip,
-        clock_skew_tolerance=timedelta(seconds=settings.clock_skew_tolerance_s),
-    )
+    policy = EnrichmentPolicy(ip_handling=settings.client_ip)
+    clock_skew_tolerance = timedelta(seconds=settings.clock_skew_tolerance_s)
     metrics = CollectorMetrics()
 
     @asynccontextmanager
@@ -148,21 +149,18 @@ def create_app(
             request.headers.get("authorization"), request.headers.get(USER_TOKEN_HEADER)
         )
 
-    def parse_json(request: Request, body: bytes, limit: int) -> Any:
-        """The parsed body, or a _BadRequest saying what is wrong with it."""
-        content_type = request.headers.get("content-type", "application/json")
-        if "json" not in content_type:
-            error = FieldError("(body)", f"must be JSON, not {content_type}")
-            raise _BadRequest(415, "unsupported_media_type", (error,))
-        if len(body) > limit:
-            raise _BadRequest(
-                413, "too_large", (FieldError("(body)", f"larger than {limit} bytes"),)
-            )
+    async def read_json(request: Request, limit: int) -> tuple[Any, str]:
+        """The parsed body and its text (for dead letters), or a BodyError."""
+        check_media_type(request.headers.get("content-type"))
+        gzipped = check_encoding(request.headers.get("content-encoding"))
+        body = await read_limited(
+            request.stream(), request.headers.get("content-length"), limit, gzipped
+        )
         try:
-            return json.loads(body)
-        except ValueError as exc:
-            error = FieldError("(body)", f"is not valid JSON: {exc}")
-            raise _BadRequest(400, "malformed_json", (error,)) from None
+            return parse_json(body), body.decode("utf-8", errors="replace")
+        except BodyError as refused:
+            refused.raw = body
+            raise
 
     def prepare(
         payload: Any, received_at: datetime, caller: Caller, sender: Sender
@@ -170,15 +168,19 @@ def create_app(
         bound = bind_to_caller(caller, payload)
         if isinstance(bound, tuple):
             return _Refusal(403, "forbidden", bound)
-        outcome = validate_event(catalog, bound, received_at)
+        outcome = validate_event(catalog, bound, received_at, clock_skew_tolerance)
         if not isinstance(outcome, Accepted):
             return _Refusal(422, "invalid_event", outcome.errors)
         event_type = outcome.event_type
         datum = enrich(event_type, outcome.datum, received_at, sender, policy)
         schema_id = registry.id_for(event_type.subject, event_type.schema)
-        return _Record(
-            datum["event_id"], partition_key(datum), encode(schema_id, event_type.parsed, datum)
-        )
+        value = encode(schema_id, event_type.parsed, datum)
+        if len(value) > MAX_EVENT_BYTES:  # Kafka would refuse it, and every retry of it
+            error = FieldError(
+                "(event)", f"is {len(value)} bytes encoded; at most {MAX_EVENT_BYTES}"
+            )
+            return _Refusal(413, "too_large", (error,))
+        return _Record(datum["event_id"], partition_key(datum), value)
 
     async def publish_all(records: list[_Record], received_at: datetime) -> None:
         # all in flight at once; any failure fails the request, and the client's retry
@@ -188,26 +190,41 @@ def create_app(
         metrics.publish_seconds.observe((clock() - received_at).total_seconds())
 
     async def answer(
-        raw: str,
-        received_at: datetime,
         request: Request,
-        handle: Callable[[Caller, Sender], Awaitable[JSONResponse]],
+        limit: int,
+        handle: Callable[[Any, str, datetime, Caller, Sender], Awaitable[JSONResponse]],
     ) -> JSONResponse:
         """Run one request's work: a refused request is explained and dead-lettered, and
         a Kafka that does not acknowledge becomes 503, never a 500 or a silent drop."""
+        received_at = clock()
         key: str | None = None
+        raw = ""
         try:
             try:
-                caller = caller_of(request)
-                key = caller.key_id
-                return await handle(caller, sender_of(request))
+                # the body is read (bounded) even for an unknown caller: its dead letter
+                # keeps what was sent
+                refused_caller: AuthError | None = None
+                try:
+                    caller = caller_of(request)
+                    key = caller.key_id
+                except AuthError as refused:
+                    refused_caller = refused
+                payload, raw = await read_json(request, limit)
+                if refused_caller is not None:
+                    raise refused_caller
+                return await handle(payload, raw, received_at, caller, sender_of(request))
             except AuthError as refused:
                 error = FieldError("Authorization", refused.message)
                 reason = "unauthenticated" if refused.status == 401 else "forbidden"
-                await reject(raw[:10_000], reason, (error,), received_at, key)
+                await reject(raw, reason, (error,), received_at, key)
                 return JSONResponse({"errors": _errors((error,))}, status_code=refused.status)
+            except BodyError as bad:
+                error = FieldError("(body)", bad.message)
+                raw = raw or bad.raw.decode("utf-8", errors="replace")
+                await reject(raw, bad.reason, (error,), received_at, key)
+                return JSONResponse({"errors": _errors((error,))}, status_code=bad.status)
             except _BadRequest as bad:
-                await reject(raw[:10_000], bad.reason, bad.errors, received_at, key)
+                await reject(raw, bad.reason, bad.errors, received_at, key)
                 return JSONResponse({"errors": _errors(bad.errors)}, status_code=bad.status)
         except PublishUnavailable as exc:
             log.warning("publish failed: %s", exc)
@@ -217,12 +234,10 @@ def create_app(
     @app.post("/v1/events", status_code=202, **api_docs.SINGLE)
     async def post_event(request: Request) -> JSONResponse:
         """Validate, enrich and durably store one event."""
-        received_at = clock()
-        body = await request.body()
-        raw = body.decode("utf-8", errors="replace")
 
-        async def handle(caller: Caller, sender: Sender) -> JSONResponse:
-            payload = parse_json(request, body, MAX_BODY_BYTES)
+        async def handle(
+            payload: Any, raw: str, received_at: datetime, caller: Caller, sender: Sender
+        ) -> JSONResponse:
             prepared = prepare(payload, received_at, caller, sender)
             if isinstance(prepared, _Refusal):
                 await reject(raw, prepared.reason, prepared.errors, received_at, caller.key_id)
@@ -232,17 +247,16 @@ def create_app(
                 {"status": "accepted", "event_id": prepared.event_id}, status_code=202
             )
 
-        return await answer(raw, received_at, request, handle)
+        return await answer(request, MAX_BODY_BYTES, handle)
 
     @app.post("/v1/events/batch", status_code=202, **api_docs.BATCH)
     async def post_batch(request: Request) -> JSONResponse:
         """Up to 500 events, accepted or rejected one by one."""
-        received_at = clock()
-        body = await request.body()
-        raw = body.decode("utf-8", errors="replace")
 
-        async def handle(caller: Caller, sender: Sender) -> JSONResponse:
-            events, sent_at = _batch_shape(parse_json(request, body, MAX_BATCH_BODY_BYTES))
+        async def handle(
+            payload: Any, raw: str, received_at: datetime, caller: Caller, sender: Sender
+        ) -> JSONResponse:
+            events, sent_at = _batch_shape(payload)
             metrics.batch_size.observe(len(events))
             records: list[_Record] = []
             rejected: list[dict[str, Any]] = []
@@ -255,18 +269,22 @@ def create_app(
                     records.append(prepared)
                     continue
                 event_id = event.get("event_id") if isinstance(event, dict) else None
-                if not isinstance(event_id, str):  # echo ids only: [[Infinity]] is not JSON
+                if not isinstance(event_id, str) or len(event_id) > 64:  # ids only, short
                     event_id = None
                 errors = _errors(prepared.errors)
                 rejected.append({"index": index, "event_id": event_id, "errors": errors})
                 # the event as the client sent it
                 await reject(
-                    json.dumps(event), prepared.reason, prepared.errors, received_at, caller.key_id
+                    json.dumps(event, ensure_ascii=False),
+                    prepared.reason,
+                    prepared.errors,
+                    received_at,
+                    caller.key_id,
                 )
             await publish_all(records, received_at)
             return JSONResponse({"accepted": len(records), "rejected": rejected}, status_code=202)
 
-        return await answer(raw, received_at, request, handle)
+        return await answer(request, MAX_BATCH_BODY_BYTES, handle)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -1,10 +1,14 @@
-"""Server-side fields added to an accepted event before it is published."""
+"""Server-side fields added to an accepted event before it is published.
+
+The event time is already corrected for the device's clock by validation
+(``schemas.event_time``): a corrected time is checked against the supported range
+before it is accepted, so correcting here, after the checks, would be too late."""
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -30,7 +34,6 @@ class Sender:
 @dataclass(frozen=True)
 class EnrichmentPolicy:
     ip_handling: str  # "truncate" | "drop"
-    clock_skew_tolerance: timedelta
 
 
 def default_retention_days(event_type: EventType, privacy_level: str) -> int:
@@ -66,23 +69,6 @@ def parsed_user_agent(user_agent: str) -> tuple[str | None, str | None, str | No
     return platform, agent.family[:64], version
 
 
-def corrected_timestamp(
-    timestamp: datetime, sent_at: datetime | None, received_at: datetime, tolerance: timedelta
-) -> tuple[datetime, datetime | None]:
-    """(timestamp, original) with the device's clock error taken out.
-
-    A device stamps both the event and the send with its own clock, so received_at -
-    sent_at is how far that clock is off (plus transit time, which is why small
-    differences are left alone). Returns the original only when it was corrected.
-    """
-    if sent_at is None:
-        return timestamp, None
-    skew = received_at - sent_at
-    if abs(skew) <= tolerance:
-        return timestamp, None
-    return timestamp + skew, timestamp
-
-
 def enrich(
     event_type: EventType,
     datum: dict[str, Any],
@@ -94,9 +80,6 @@ def enrich(
     enriched["received_at"] = received_at
     if enriched.get("retention_days") is None:
         enriched["retention_days"] = default_retention_days(event_type, enriched["privacy_level"])
-    enriched["timestamp"], enriched["original_timestamp"] = corrected_timestamp(
-        datum["timestamp"], datum.get("sent_at"), received_at, policy.clock_skew_tolerance
-    )
     enriched["client_ip"] = truncate_ip(sender.ip) if policy.ip_handling == "truncate" else None
     enriched["device_info"] = _with_parsed_user_agent(datum.get("device_info"), sender.user_agent)
     return enriched

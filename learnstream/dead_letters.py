@@ -1,14 +1,46 @@
 """The one shape of a record on ``events.invalid``: the raw input, why it was refused,
 when, who refused it and which write key sent it. The collector and the processors
-write it; the sink reads it into ``events_invalid``."""
+write it; the sink reads it into ``events_invalid``.
+
+A dead letter always fits in one Kafka record (1 MB by default), whatever was refused:
+otherwise the refusal itself would fail and a client would be told to retry for ever.
+So the raw input is kept whole up to ``MAX_RAW_BYTES``; beyond that its first part is
+kept with its full size and SHA-256, and at most ``MAX_ERRORS`` errors are listed.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from schemas.validation import FieldError
+
+MAX_RAW_BYTES = 512 * 1024
+MAX_ERRORS = 100
+
+
+def bounded_errors(errors: Sequence[FieldError]) -> list[FieldError]:
+    """The first ``MAX_ERRORS`` errors, and one more saying how many were left out."""
+    if len(errors) <= MAX_ERRORS:
+        return list(errors)
+    left_out = len(errors) - MAX_ERRORS
+    return [*errors[:MAX_ERRORS], FieldError("(more)", f"and {left_out} more errors")]
+
+
+def _bounded_raw(raw: str) -> dict[str, Any]:
+    # "replace": JSON may carry lone surrogates ("\ud800"), which UTF-8 cannot
+    encoded = raw.encode("utf-8", errors="replace")
+    if len(encoded) <= MAX_RAW_BYTES:
+        return {"raw": encoded.decode("utf-8")}
+    return {
+        "raw": encoded[:MAX_RAW_BYTES].decode("utf-8", errors="ignore"),
+        "raw_truncated": True,
+        "raw_bytes": len(encoded),
+        "raw_sha256": hashlib.sha256(encoded).hexdigest(),
+    }
 
 
 def dead_letter(
@@ -20,10 +52,11 @@ def dead_letter(
 ) -> bytes:
     return json.dumps(
         {
-            "raw": raw,
-            "errors": [{"field": e.field, "message": e.message} for e in errors],
+            **_bounded_raw(raw),
+            "errors": [{"field": e.field, "message": e.message} for e in bounded_errors(errors)],
             "received_at": received_at.isoformat(),
             "source": source,
             "key_id": key_id,
-        }
+        },
+        ensure_ascii=False,  # UTF-8: \\u escapes would make CJK text six bytes a character
     ).encode()

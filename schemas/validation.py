@@ -3,8 +3,9 @@
 The walk follows the raw composed schema, so every error names its field path
 (``properties.score``, ``device_info.timezone``). Beyond Avro's structure it applies
 the ``ls.*`` rules written next to fields in the ``.avsc`` files (ranges, lengths),
-the per-type required ids, and checks that need the injected clock (timestamps not
-too far in the future).
+size limits on every string, map key, map and array (free-form maps included), the
+per-type required ids, and the event-time rules that need the injected clock
+(``schemas.event_time``: the device's clock corrected, then a range every stage takes).
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from schemas.catalog import EventCatalog, EventType, Schema
+from schemas.event_time import EventTime, event_time
 
 DEFAULT_MAX_STRING = 4096
 DEFAULT_MAX_ITEMS = 1000
-MAX_FUTURE = timedelta(hours=24)
+MAX_MAP_KEY = 256
+DEFAULT_CLOCK_SKEW_TOLERANCE = timedelta(seconds=5)
 _INT32 = (-(2**31), 2**31 - 1)
 _INT64 = (-(2**63), 2**63 - 1)
+_FLOAT32_MAX = 3.4028234663852886e38
 _MISSING = object()
 
 
@@ -66,16 +70,27 @@ def _type_name(value: object) -> str:
     }.get(type(value), type(value).__name__)
 
 
+def _shown(value: object, most: int = 80) -> str:
+    """A value as an error message quotes it: never the whole of a megabyte string."""
+    text = repr(value)
+    return text if len(text) <= most else f"{text[:most]}… ({len(text)} characters)"
+
+
 def _is_integer(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def parse_timestamp(text: str) -> datetime:
     """ISO 8601 with an explicit offset (``Z`` or ``+hh:mm``), normalised to UTC."""
+    if len(text) > 64:  # no ISO 8601 timestamp is longer; don't quote megabytes back
+        raise ValueError(f"{_shown(text, 40)} is too long for a timestamp")
     parsed = datetime.fromisoformat(text)
     if parsed.tzinfo is None:
         raise ValueError("timestamp needs a UTC offset, e.g. 2025-01-27T14:30:45.123Z")
-    return to_millis(parsed.astimezone(UTC))
+    try:
+        return to_millis(parsed.astimezone(UTC))
+    except OverflowError:  # 0001-01-01T00:00:00-01:00 is before datetime.min in UTC
+        raise ValueError(f"{text!r} is outside the representable range") from None
 
 
 def to_millis(moment: datetime) -> datetime:
@@ -116,17 +131,25 @@ class _Converter:
             return self.record(schema, value, path)
         if kind == "enum":
             if value not in schema["symbols"]:
-                raise _Invalid(path, f"must be one of {schema['symbols']}, got {value!r}")
+                raise _Invalid(path, f"must be one of {schema['symbols']}, got {_shown(value)}")
             return value
         if kind == "array":
             if not isinstance(value, list):
                 raise _Invalid(path, f"must be an array, got {_type_name(value)}")
+            if len(value) > DEFAULT_MAX_ITEMS:  # the field's own ls.maxItems may be lower
+                raise _Invalid(path, f"has more than {DEFAULT_MAX_ITEMS} items")
             return [
                 self.value(schema["items"], item, f"{path}[{i}]") for i, item in enumerate(value)
             ]
         if kind == "map":
             if not isinstance(value, dict):
                 raise _Invalid(path, f"must be an object, got {_type_name(value)}")
+            if len(value) > DEFAULT_MAX_ITEMS:
+                raise _Invalid(path, f"has more than {DEFAULT_MAX_ITEMS} entries")
+            for key in value:
+                if len(key) > MAX_MAP_KEY:
+                    message = f"key {_shown(key)} is longer than {MAX_MAP_KEY} characters"
+                    raise _Invalid(path, message)
             return {k: self.value(schema["values"], v, f"{path}.{k}") for k, v in value.items()}
         return self._primitive(kind, value, path)
 
@@ -135,7 +158,8 @@ class _Converter:
             raise _Invalid(path, f"must be an object, got {_type_name(value)}")
         known = {f["name"] for f in schema["fields"]}
         for extra in sorted(set(value) - known):
-            self.errors.append(FieldError(_join(path, extra), "unknown field"))
+            name = extra if len(extra) <= MAX_MAP_KEY else f"{extra[:MAX_MAP_KEY]}…"
+            self.errors.append(FieldError(_join(path, name), "unknown field"))
         datum: dict[str, Any] = {}
         for spec in schema["fields"]:
             name, field_path = spec["name"], _join(path, spec["name"])
@@ -178,6 +202,9 @@ class _Converter:
         if kind == "string":
             if not isinstance(value, str):
                 raise _Invalid(path, f"must be a string, got {_type_name(value)}")
+            # every string, also inside maps and arrays; a field's ls.maxLength may be lower
+            if len(value) > DEFAULT_MAX_STRING:
+                raise _Invalid(path, f"is longer than {DEFAULT_MAX_STRING} characters")
             return value
         if kind == "boolean":
             if not isinstance(value, bool):
@@ -196,9 +223,15 @@ class _Converter:
         if kind in ("float", "double"):
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise _Invalid(path, f"must be a number, got {_type_name(value)}")
-            if not math.isfinite(value):
+            try:  # JSON integers have no size limit: a 400-digit one overflows a double
+                number = float(value)
+            except OverflowError:
+                number = math.inf
+            if not math.isfinite(number):
                 raise _Invalid(path, "must be a finite number")
-            return float(value)
+            if kind == "float" and abs(number) > _FLOAT32_MAX:
+                raise _Invalid(path, f"is outside a 32-bit float's range (±{_FLOAT32_MAX:.4g})")
+            return number
         if kind == "null":
             if value is not None:
                 raise _Invalid(path, f"must be null, got {_type_name(value)}")
@@ -219,7 +252,7 @@ class _Converter:
         try:
             return str(uuid.UUID(value))
         except ValueError:
-            raise _Invalid(path, f"must be a UUID, got {value!r}") from None
+            raise _Invalid(path, f"must be a UUID, got {_shown(value)}") from None
 
     def _check_rules(self, spec: Schema, datum: Any, path: str) -> None:
         if datum is None:
@@ -228,13 +261,8 @@ class _Converter:
             most = spec.get("ls.maxItems", DEFAULT_MAX_ITEMS)
             if len(datum) > most:
                 raise _Invalid(path, f"has more than {most} items")
-            for i, item in enumerate(datum):
-                if isinstance(item, str) and len(item) > DEFAULT_MAX_STRING:
-                    raise _Invalid(
-                        f"{path}[{i}]", f"is longer than {DEFAULT_MAX_STRING} characters"
-                    )
         if "ls.enum" in spec and datum not in spec["ls.enum"]:
-            raise _Invalid(path, f"must be one of {spec['ls.enum']}, got {datum!r}")
+            raise _Invalid(path, f"must be one of {spec['ls.enum']}, got {_shown(datum)}")
         if isinstance(datum, str):
             longest = spec.get("ls.maxLength", DEFAULT_MAX_STRING)
             if len(datum) > longest:
@@ -249,8 +277,17 @@ class _Converter:
                 raise _Invalid(path, f"must be <= {spec['ls.maximum']}, got {datum}")
 
 
-def validate_event(catalog: EventCatalog, payload: object, now: datetime) -> Accepted | Rejected:
-    """Validate one JSON event against its type's schema and the semantic rules."""
+def validate_event(
+    catalog: EventCatalog,
+    payload: object,
+    now: datetime,
+    clock_skew_tolerance: timedelta = DEFAULT_CLOCK_SKEW_TOLERANCE,
+) -> Accepted | Rejected:
+    """Validate one JSON event against its type's schema and the semantic rules.
+
+    ``now`` is when the event was received. The accepted datum holds the event time
+    corrected for the device's clock, and the device's own timestamp as
+    ``original_timestamp`` when they differ."""
     if not isinstance(payload, Mapping):
         return Rejected((FieldError("(event)", f"must be an object, got {_type_name(payload)}"),))
     event_type_name = payload.get("event_type")
@@ -258,7 +295,9 @@ def validate_event(catalog: EventCatalog, payload: object, now: datetime) -> Acc
         return Rejected((FieldError("event_type", "is required and must be a string"),))
     event_type = catalog.get(event_type_name)
     if event_type is None:
-        return Rejected((FieldError("event_type", f"unknown event type {event_type_name!r}"),))
+        return Rejected(
+            (FieldError("event_type", f"unknown event type {_shown(event_type_name)}"),)
+        )
 
     converter = _Converter()
     datum = converter.record(event_type.schema, dict(payload), "")
@@ -266,9 +305,13 @@ def validate_event(catalog: EventCatalog, payload: object, now: datetime) -> Acc
     for required in event_type.requires:
         if datum.get(required) is None and not any(e.field == required for e in errors):
             errors.append(FieldError(required, f"is required for {event_type.name} events"))
-    timestamp = datum.get("timestamp")
-    if isinstance(timestamp, datetime) and timestamp > now + MAX_FUTURE:
-        errors.append(FieldError("timestamp", "is more than 24 h in the future"))
+    timestamp, sent_at = datum.get("timestamp"), datum.get("sent_at")
+    if isinstance(timestamp, datetime) and not any(e.field == "sent_at" for e in errors):
+        when = event_time(timestamp, sent_at, now, clock_skew_tolerance)
+        if isinstance(when, EventTime):
+            datum["timestamp"], datum["original_timestamp"] = when.timestamp, when.original
+        else:
+            errors.append(FieldError(when.field, when.message))
     if errors:
         return Rejected(tuple(errors))
     return Accepted(event_type, datum)

@@ -80,7 +80,7 @@ def valid_events(draw: st.DrawFn, event_type: EventType, now: datetime) -> dict[
         "organization_id": draw(
             st.text(min_size=1, max_size=128)
             if "organization_id" in event_type.requires
-            else st.none() | st.text(max_size=128)
+            else st.none() | st.text(min_size=1, max_size=128)
         ),
         "device_info": {
             "timezone": draw(

@@ -12,12 +12,13 @@ from hypothesis import strategies as st
 from collector.enrichment import (
     EnrichmentPolicy,
     Sender,
-    corrected_timestamp,
     enrich,
     parsed_user_agent,
     truncate_ip,
 )
 from schemas.catalog import default_catalog
+from schemas.event_time import corrected_timestamp
+from schemas.validation import Accepted, validate_event
 
 CATALOG = default_catalog()
 TOLERANCE = timedelta(seconds=5)
@@ -83,27 +84,41 @@ def test_a_skewed_device_clock_is_corrected_by_its_own_error(skew_s: int, age_s:
     )
 
 
+def test_validation_takes_the_device_clock_error_out_of_the_timestamp() -> None:
+    sent = {
+        "event_id": "0b0d7d3e-6c1a-4f4e-9d55-1a1e3b9c2a10",
+        "event_type": "lesson_completed",
+        "timestamp": "2026-11-23T11:00:00Z",
+        "sent_at": "2026-11-23T11:50:00Z",  # device clock 10 minutes slow
+        "user_id": "ada",
+        "properties": {"content_id": "lesson-1"},
+    }
+    outcome = validate_event(CATALOG, sent, RECEIVED, TOLERANCE)
+    assert isinstance(outcome, Accepted)
+    assert outcome.datum["timestamp"] == RECEIVED - timedelta(minutes=50)
+    assert outcome.datum["original_timestamp"] == datetime(2026, 11, 23, 11, 0, tzinfo=UTC)
+
+
 def test_enrich_fills_only_what_the_client_left_empty() -> None:
     lesson = CATALOG["lesson_completed"]
     datum = {
         "event_id": "e",
         "timestamp": RECEIVED - timedelta(hours=1),
-        "sent_at": RECEIVED - timedelta(minutes=10),  # device clock 10 minutes slow
         "privacy_level": "standard",
         "retention_days": None,
         "device_info": {"platform": "my-kiosk", "timezone": "Europe/Paris"},
     }
-    policy = EnrichmentPolicy(ip_handling="truncate", clock_skew_tolerance=TOLERANCE)
+    policy = EnrichmentPolicy(ip_handling="truncate")
     enriched = enrich(lesson, datum, RECEIVED, Sender("192.0.2.200", WINDOWS_CHROME), policy)
     assert enriched["client_ip"] == "192.0.2.0"
-    assert enriched["timestamp"] == RECEIVED - timedelta(minutes=50)
-    assert enriched["original_timestamp"] == datum["timestamp"]
+    assert enriched["timestamp"] == datum["timestamp"]  # corrected by validation, before
+    assert enriched["received_at"] == RECEIVED
     assert enriched["retention_days"] == 2555
     assert enriched["device_info"]["platform"] == "my-kiosk"  # the client's word stands
     assert enriched["device_info"]["browser"] == "Chrome"
     assert enriched["device_info"]["timezone"] == "Europe/Paris"
 
-    dropped = EnrichmentPolicy(ip_handling="drop", clock_skew_tolerance=TOLERANCE)
+    dropped = EnrichmentPolicy(ip_handling="drop")
     assert (
         enrich(lesson, datum, RECEIVED, Sender("192.0.2.200", None), dropped)["client_ip"] is None
     )

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 Month = tuple[int, int]
+_NO_MONTH = datetime(1970, 1, 1)  # a split plan's rows are already in their month
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,8 @@ class SourceRun:
 @dataclass(frozen=True)
 class PlannedInsert:
     rows: tuple[list[Any], ...]
-    runs: tuple[SourceRun, ...]
+    runs: tuple[SourceRun, ...]  # rows hold each run's rows in turn, in offset order
+    offsets: tuple[int, ...]  # each row's source offset
 
     @property
     def dedup_token(self) -> str:
@@ -54,17 +56,25 @@ def _month(moment: datetime) -> Month:
 
 def _month_runs(
     topic: str, partition: int, pending: Sequence[PendingRow]
-) -> list[tuple[Month, SourceRun, list[list[Any]]]]:
+) -> list[tuple[Month, SourceRun, Sequence[PendingRow]]]:
     """One partition's rows (in offset order) as consecutive single-month runs."""
-    runs: list[tuple[Month, SourceRun, list[list[Any]]]] = []
+    runs: list[tuple[Month, SourceRun, Sequence[PendingRow]]] = []
     start = 0
     for i in range(1, len(pending) + 1):
         if i == len(pending) or _month(pending[i].timestamp) != _month(pending[start].timestamp):
             chunk = pending[start:i]
             run = SourceRun(topic, partition, chunk[0].offset, chunk[-1].offset)
-            runs.append((_month(chunk[0].timestamp), run, [p.row for p in chunk]))
+            runs.append((_month(chunk[0].timestamp), run, chunk))
             start = i
     return runs
+
+
+def _planned(runs: Sequence[tuple[SourceRun, Sequence[PendingRow]]]) -> PlannedInsert:
+    return PlannedInsert(
+        rows=tuple(p.row for _, chunk in runs for p in chunk),
+        runs=tuple(run for run, _ in runs),
+        offsets=tuple(p.offset for _, chunk in runs for p in chunk),
+    )
 
 
 def plan_inserts(pending: Mapping[tuple[str, int], Sequence[PendingRow]]) -> list[PlannedInsert]:
@@ -74,17 +84,40 @@ def plan_inserts(pending: Mapping[tuple[str, int], Sequence[PendingRow]]) -> lis
     while any(queues.values()):
         # each round takes the next run of every partition, so a partition's runs keep
         # their order across rounds and no insert holds two runs of one partition
-        by_month: dict[Month, list[tuple[SourceRun, list[list[Any]]]]] = defaultdict(list)
+        by_month: dict[Month, list[tuple[SourceRun, Sequence[PendingRow]]]] = defaultdict(list)
         for queue in queues.values():
             if queue:
-                month, run, rows = queue.pop(0)
-                by_month[month].append((run, rows))
-        for month in sorted(by_month):
-            runs = by_month[month]
-            plans.append(
-                PlannedInsert(
-                    rows=tuple(row for _, rows in runs for row in rows),
-                    runs=tuple(run for run, _ in runs),
-                )
-            )
+                month, run, chunk = queue.pop(0)
+                by_month[month].append((run, chunk))
+        plans.extend(_planned(by_month[month]) for month in sorted(by_month))
     return plans
+
+
+def halves(plan: PlannedInsert) -> tuple[PlannedInsert, PlannedInsert]:
+    """Two inserts that store together what ``plan`` of two or more rows stores.
+
+    Inserted first then second, they keep the rule every plan keeps: a partition's rows
+    are stored in offset order, so the highest stored offset stays an exact record of
+    progress. Several runs are split between the halves (one partition each); a single
+    run is cut in the middle of its rows. Deterministic, so a retry after a crash
+    splits the same way and reuses the same deduplication tokens."""
+    if len(plan.rows) < 2:
+        raise ValueError("a plan of one row cannot be split")
+    chunks: list[tuple[SourceRun, Sequence[PendingRow]]] = []
+    start = 0
+    for run in plan.runs:
+        end = plan.offsets.index(run.last_offset, start) + 1
+        chunk = [
+            PendingRow(offset, _NO_MONTH, row)
+            for offset, row in zip(plan.offsets[start:end], plan.rows[start:end], strict=True)
+        ]
+        chunks.append((run, chunk))
+        start = end
+    if len(chunks) > 1:
+        middle = len(chunks) // 2
+        return _planned(chunks[:middle]), _planned(chunks[middle:])
+    ((only, rows),) = chunks
+    middle = len(rows) // 2
+    first = SourceRun(only.topic, only.partition, rows[0].offset, rows[middle - 1].offset)
+    second = SourceRun(only.topic, only.partition, rows[middle].offset, rows[-1].offset)
+    return _planned([(first, rows[:middle])]), _planned([(second, rows[middle:])])

@@ -7,6 +7,13 @@ high-water mark is read once per partition assignment and advanced by our insert
 Offsets are committed to
 Kafka only after the insert succeeded; while ClickHouse is down the same planned
 insert is retried with backoff, under the same deduplication token.
+
+A record the sink cannot store because of its content (bytes that do not decode, a
+value ClickHouse refuses) is a dead letter, not a retry: an insert refused for its
+rows is split in halves until the refused rows are found; they go to
+``events_invalid`` with ClickHouse's error and the rest is stored. A dead letter is
+written under a token and key of its own source offset, so writing it again after a
+crash changes nothing (see sinks.failures for how the two kinds are told apart).
 """
 
 from __future__ import annotations
@@ -17,19 +24,68 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from learnstream.erasure import ErasureRequest
-from sinks.batching import PendingRow, PlannedInsert, plan_inserts
+from sinks.batching import PendingRow, PlannedInsert, halves, plan_inserts
 from sinks.erasure import Erasures
+from sinks.failures import Fault, fault_of
 from sinks.routes import Route
+from sinks.rows import INVALID_COLUMNS, to_json
 from sinks.writer import ClickHouseWriter
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 10.0
+# /readyz turns unready once this many attempts in a row failed for infrastructure
+UNREADY_AFTER_FAILURES = 3
+INVALID_TABLE = "events_invalid"
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A source record the sink will never store in its table, and why."""
+
+    topic: str
+    partition: int
+    offset: int
+    raw: str  # the row as JSON, or the record's bytes when they did not decode
+    error: str
+
+    @property
+    def token(self) -> str:
+        return f"dead-letter/{self.topic}/{self.partition}/{self.offset}"
+
+    def row(self) -> list[Any]:
+        errors = [{"field": "(record)", "message": self.error[:4000]}]
+        return [
+            datetime.now(UTC),
+            "sink",
+            "",
+            self.raw,
+            to_json(errors),
+            ["(record)"],
+            self.topic,
+            self.partition,
+            self.offset,
+        ]
+
+
+@dataclass(frozen=True)
+class Refused:
+    """ClickHouse refused the rows themselves: retrying them can never succeed."""
+
+    error: Exception
+
+    @property
+    def reason(self) -> str:
+        """The error and what caused it (the client names the column, its cause why)."""
+        cause = self.error.__cause__
+        return f"{self.error} ({cause})" if cause is not None else str(self.error)
 
 
 class _ForgetOnRebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -70,6 +126,9 @@ class EventSink:
         self.redelivered_skipped = 0
         self.erased_skipped = 0  # events of erased learners that arrived after the erasure
         self.erasures_applied = 0
+        self.dead_lettered = 0
+        self._failures_in_a_row = 0
+        self._last_failure = ""
 
     @classmethod
     def create(
@@ -110,6 +169,12 @@ class EventSink:
     def stop(self) -> None:
         self._stopping.set()
 
+    def unready_reason(self) -> str | None:
+        """Why the sink is not storing anything now, or None while it is."""
+        if self._failures_in_a_row < UNREADY_AFTER_FAILURES:
+            return None
+        return f"{self._failures_in_a_row} attempts in a row failed: {self._last_failure}"
+
     async def run(self) -> None:
         if self._erasure_topic is not None:
             await self._erasures.load()
@@ -148,29 +213,21 @@ class EventSink:
     async def _store(self, batch: dict[TopicPartition, list[Any]]) -> bool:
         """Insert every planned run; False if asked to stop before all landed.
 
-        Erasures go first, so events of a learner erased in this batch are dropped."""
+        Erasures go first, so events of a learner erased in this batch are dropped.
+        Dead letters go last, after the rows before them landed (see DeadLetter)."""
+        dead: list[DeadLetter] = []
         for tp, messages in batch.items():
             if tp.topic != self._erasure_topic:
                 continue
             for message in messages:
-                request = ErasureRequest.from_json(message.value)
-                if not await self._with_retry(
-                    functools.partial(self._erasures.apply, request), "erase"
-                ):
+                if not await self._apply_erasure(tp, message, dead):
                     return False
-                self.erasures_applied += 1
         by_table: dict[str, tuple[Route, dict[tuple[str, int], list[PendingRow]]]] = {}
         for tp, messages in batch.items():
             if tp.topic == self._erasure_topic:
                 continue
-            stored = await self._stored_up_to(tp)
-            fresh = [m for m in messages if stored is None or m.offset > stored]
-            self.redelivered_skipped += len(messages) - len(fresh)
             route = self._routes[tp.topic]
-            pending = []
-            for message in fresh:
-                moment, row = route.to_row(message, tp.topic, tp.partition)
-                pending.append(PendingRow(message.offset, moment, row))
+            pending = await self._pending_rows(route, tp, messages, dead)
             if route.unique_events:
                 pending = self._not_erased(route, pending)
             by_table.setdefault(route.table, (route, {}))[1][(tp.topic, tp.partition)] = pending
@@ -178,11 +235,59 @@ class EventSink:
             if route.unique_events:
                 pending_by_source = await self._first_copies(route, pending_by_source)
             for plan in plan_inserts(pending_by_source):
-                if not await self._insert_with_retry(route, plan):
+                if not await self._insert_plan(route, plan, dead):
                     return False
-                for run in plan.runs:
-                    self._stored[TopicPartition(run.topic, run.partition)] = run.last_offset
+        for letter in dead:
+            if not await self._store_dead_letter(letter):
+                return False
         return True
+
+    async def _apply_erasure(
+        self, tp: TopicPartition, message: Any, dead: list[DeadLetter]
+    ) -> bool:
+        try:
+            request = ErasureRequest.from_json(message.value)
+        except Exception as exc:  # its content: it can never be applied
+            raw = bytes(message.value or b"").decode("utf-8", errors="replace")
+            dead.append(DeadLetter(tp.topic, tp.partition, message.offset, raw, repr(exc)))
+            return True
+        outcome = await self._with_retry(functools.partial(self._erasures.apply, request), "erase")
+        if outcome is False:
+            return False
+        if isinstance(outcome, Refused):
+            dead.append(
+                DeadLetter(
+                    tp.topic,
+                    tp.partition,
+                    message.offset,
+                    request.to_json().decode(),
+                    outcome.reason,
+                )
+            )
+        else:
+            self.erasures_applied += 1
+        return True
+
+    async def _pending_rows(
+        self, route: Route, tp: TopicPartition, messages: list[Any], dead: list[DeadLetter]
+    ) -> list[PendingRow]:
+        """The rows of records not stored yet; a record whose row cannot be built is a
+        dead letter, also at or below the high-water mark: its dead letter may not have
+        been written before a crash, and writing it again is harmless."""
+        stored = await self._stored_up_to(tp)
+        pending = []
+        for message in messages:
+            try:
+                moment, row = route.to_row(message, tp.topic, tp.partition)
+            except Exception as exc:  # bytes that do not decode: its content, for good
+                raw = bytes(message.value or b"").hex()
+                dead.append(DeadLetter(tp.topic, tp.partition, message.offset, raw, repr(exc)))
+                continue
+            if stored is not None and message.offset <= stored:
+                self.redelivered_skipped += 1
+                continue
+            pending.append(PendingRow(message.offset, moment, row))
+        return pending
 
     def _not_erased(self, route: Route, pending: list[PendingRow]) -> list[PendingRow]:
         kept = []
@@ -219,23 +324,62 @@ class EventSink:
             self.copies_skipped += len(rows) - len(kept[source])
         return kept
 
-    async def _insert_with_retry(self, route: Route, plan: PlannedInsert) -> bool:
+    async def _insert_plan(self, route: Route, plan: PlannedInsert, dead: list[DeadLetter]) -> bool:
+        """Store ``plan``; rows ClickHouse refuses for their content are found by halving
+        it and become dead letters. False if asked to stop first."""
+
         async def insert() -> None:
             await self._writer.insert(route.table, plan.rows, route.columns, plan.dedup_token)
 
-        if not await self._with_retry(insert, f"insert {plan.dedup_token}"):
+        outcome = await self._with_retry(insert, f"insert {plan.dedup_token}")
+        if outcome is False:
             return False
-        self.rows_inserted += len(plan.rows)
+        if outcome is True:
+            self.rows_inserted += len(plan.rows)
+        elif len(plan.rows) > 1:
+            first, second = halves(plan)
+            return await self._insert_plan(route, first, dead) and await self._insert_plan(
+                route, second, dead
+            )
+        else:
+            (run,) = plan.runs
+            row = dict(zip(route.columns, plan.rows[0], strict=True))
+            log.warning("ClickHouse refused the row of %s: %s", plan.dedup_token, outcome.error)
+            dead.append(
+                DeadLetter(run.topic, run.partition, run.first_offset, to_json(row), outcome.reason)
+            )
+        for run in plan.runs:
+            self._stored[TopicPartition(run.topic, run.partition)] = run.last_offset
         return True
 
-    async def _with_retry(self, attempt: Callable[[], Awaitable[None]], what: str) -> bool:
-        """Run ``attempt`` until it succeeds (True) or the sink is asked to stop (False)."""
+    async def _store_dead_letter(self, letter: DeadLetter) -> bool:
+        async def insert() -> None:
+            await self._writer.insert(INVALID_TABLE, [letter.row()], INVALID_COLUMNS, letter.token)
+
+        outcome = await self._with_retry(insert, letter.token)
+        if isinstance(outcome, Refused):  # built by us from strings: should never happen
+            log.error("ClickHouse refused dead letter %s: %s", letter.token, outcome.error)
+        elif outcome:
+            self.dead_lettered += 1
+        return outcome is not False
+
+    async def _with_retry(
+        self, attempt: Callable[[], Awaitable[None]], what: str
+    ) -> bool | Refused:
+        """Run ``attempt`` until it succeeds (True), ClickHouse refuses it for its
+        content (Refused: final), or the sink is asked to stop (False)."""
         backoff = 0.2
         while True:
             try:
                 await attempt()
+                self._failures_in_a_row = 0
                 return True
-            except Exception as exc:  # ClickHouse down or refusing: keep the batch, retry
+            except Exception as exc:
+                if await fault_of(exc, self._writer.answers) is Fault.DATA:
+                    self._failures_in_a_row = 0
+                    return Refused(exc)
+                self._failures_in_a_row += 1
+                self._last_failure = f"{what}: {exc!r}"[:1000]
                 log.warning("%s failed (%r); retrying in %.1fs", what, exc, backoff)
             try:
                 await asyncio.wait_for(self._stopping.wait(), backoff)

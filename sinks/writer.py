@@ -41,6 +41,18 @@ class ClickHouseWriter:
 
         await self.run(call)
 
+    async def answers(self) -> bool:
+        """Whether ClickHouse answers a trivial query now."""
+
+        def call() -> bool:
+            self.client.query("SELECT 1")
+            return True
+
+        try:
+            return await self.run(call)
+        except Exception:
+            return False
+
     async def stored_high_water(self, table: str, topic: str, partition: int) -> int | None:
         """Highest source offset already stored for a partition, if any."""
 

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from processors.delivery import Position, Seen, already_applied, classify
-from sinks.batching import PendingRow, plan_inserts
+from sinks.batching import PendingRow, PlannedInsert, halves, plan_inserts
 
 
 def test_redelivery_is_told_apart_from_a_duplicate() -> None:
@@ -64,3 +64,47 @@ def test_plans_keep_each_partitions_offset_order_and_one_month_each(
     # runs of different partitions in one month share an insert
     if partitions and all(h and max(h) < 1 for h in partitions):
         assert len(plans) == 1
+
+
+def _split_all_the_way(plan: PlannedInsert) -> list[PlannedInsert]:
+    """The inserts the sink makes when every multi-row insert is refused."""
+    if len(plan.rows) < 2:
+        return [plan]
+    first, second = halves(plan)
+    return _split_all_the_way(first) + _split_all_the_way(second)
+
+
+@given(
+    st.lists(
+        st.lists(st.integers(1, 3), min_size=1, max_size=12).map(
+            lambda gaps: [sum(gaps[: i + 1]) for i in range(len(gaps))]
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_halving_a_plan_keeps_every_row_once_in_offset_order_per_partition(
+    offsets_by_partition: list[list[int]],
+) -> None:
+    """A refused insert is split until its bad rows are alone: nothing lost or doubled,
+    each partition's rows still in offset order, and every piece's token its own."""
+    pending = {
+        ("events.clean", p): [
+            PendingRow(offset=100 + o, timestamp=T0, row=[p, 100 + o]) for o in offsets
+        ]
+        for p, offsets in enumerate(offsets_by_partition)
+    }
+    for plan in plan_inserts(pending):
+        pieces = _split_all_the_way(plan)
+        assert sorted(row for piece in pieces for row in piece.rows) == sorted(plan.rows)
+        for p in {run.partition for run in plan.runs}:
+            stored = [row[1] for piece in pieces for row in piece.rows if row[0] == p]
+            assert stored == sorted(stored)
+        for piece in pieces:
+            assert piece.offsets == tuple(row[1] for row in piece.rows)
+            for run in piece.runs:
+                mine = [row[1] for row in piece.rows if row[0] == run.partition]
+                assert (mine[0], mine[-1]) == (run.first_offset, run.last_offset)
+        tokens = [piece.dedup_token for piece in pieces]
+        assert len(set(tokens)) == len(tokens)
+        assert pieces == _split_all_the_way(plan)  # the same split on a retry

@@ -104,10 +104,13 @@ _BATCH_BODY = {
     },
 }
 _COMMON_ERRORS = {
-    "400": _error("Body is not JSON"),
+    "400": _error(
+        "Body is not JSON: malformed, not UTF-8, a duplicate key, nested over 32 levels, "
+        "or bad gzip"
+    ),
     "401": _error("Missing or unknown write key, or a missing or invalid end-user token"),
-    "413": _error("Body or batch too large"),
-    "415": _error("Content-Type is not JSON"),
+    "413": _error("Body (decompressed), batch or encoded event too large"),
+    "415": _error("Content-Type is not JSON, or Content-Encoding is not gzip"),
     "503": _UNAVAILABLE,
 }
 

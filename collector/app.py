@@ -21,7 +21,14 @@ from fastapi.responses import JSONResponse, Response
 
 from collector import api_docs
 from collector.auth import USER_TOKEN_HEADER, Authenticator, AuthError, Caller, bind_to_caller
-from collector.body import BodyError, check_encoding, check_media_type, parse_json, read_limited
+from collector.body import (
+    BodyError,
+    check_media_type,
+    gunzip_limited,
+    is_gzipped,
+    parse_json,
+    read_limited,
+)
 from collector.enrichment import EnrichmentPolicy, Sender, enrich, partition_key
 from collector.metrics import CONTENT_TYPE, CollectorMetrics
 from collector.publisher import PublishUnavailable
@@ -150,16 +157,18 @@ def create_app(
         )
 
     async def read_json(request: Request, limit: int) -> tuple[Any, str]:
-        """The parsed body and its text (for dead letters), or a BodyError."""
-        check_media_type(request.headers.get("content-type"))
-        gzipped = check_encoding(request.headers.get("content-encoding"))
-        body = await read_limited(
-            request.stream(), request.headers.get("content-length"), limit, gzipped
-        )
+        """The parsed body and its text (for dead letters), or a BodyError that holds
+        what was read: the body is read (bounded) before it is judged, so even a refused
+        one is kept as sent."""
+        headers = request.headers
+        body = await read_limited(request.stream(), headers.get("content-length"), limit)
         try:
+            check_media_type(headers.get("content-type"))
+            if is_gzipped(headers.get("content-encoding")):
+                body = gunzip_limited(body, limit)
             return parse_json(body), body.decode("utf-8", errors="replace")
         except BodyError as refused:
-            refused.raw = body
+            refused.raw = refused.raw or body
             raise
 
     def prepare(

@@ -46,7 +46,7 @@ def check_media_type(content_type: str | None) -> None:
     raise BodyError(415, "unsupported_media_type", f"must be application/json, not {shown}")
 
 
-def check_encoding(content_encoding: str | None) -> bool:
+def is_gzipped(content_encoding: str | None) -> bool:
     """True for gzip; identity (or none) is False; anything else is refused."""
     coding = (content_encoding or "identity").strip().lower()
     if coding in ("identity", ""):
@@ -59,9 +59,9 @@ def check_encoding(content_encoding: str | None) -> bool:
 
 
 async def read_limited(
-    chunks: AsyncIterator[bytes], content_length: str | None, limit: int, gzipped: bool
+    chunks: AsyncIterator[bytes], content_length: str | None, limit: int
 ) -> bytes:
-    """The whole (decompressed) body, or a BodyError as soon as it passes ``limit``."""
+    """The whole body as sent, or a BodyError as soon as it passes ``limit``."""
     declared = (content_length or "").strip()
     if declared.isdigit() and int(declared) > limit:  # refused before a byte is read
         raise _too_large(limit, b"")
@@ -70,18 +70,20 @@ async def read_limited(
         received += chunk
         if len(received) > limit:
             raise _too_large(limit, bytes(received[:limit]))
-    if not gzipped:
-        return bytes(received)
+    return bytes(received)
+
+
+def gunzip_limited(body: bytes, limit: int) -> bytes:
     inflater = zlib.decompressobj(wbits=_GZIP_WBITS)
     try:
-        body = inflater.decompress(bytes(received), limit + 1)
+        inflated = inflater.decompress(body, limit + 1)
     except zlib.error as exc:
-        raise BodyError(400, "malformed_json", f"is not valid gzip: {exc}") from None
-    if len(body) > limit:
-        raise _too_large(limit, body[:limit], "decompressed body")
+        raise BodyError(400, "malformed_json", f"is not valid gzip: {exc}", body) from None
+    if len(inflated) > limit:
+        raise _too_large(limit, inflated[:limit], "decompressed body")
     if not inflater.eof:
-        raise BodyError(400, "malformed_json", "gzip stream is truncated")
-    return body
+        raise BodyError(400, "malformed_json", "gzip stream is truncated", body)
+    return inflated
 
 
 class _DuplicateKey(ValueError):

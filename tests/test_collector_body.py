@@ -1,0 +1,89 @@
+"""Reading request bodies: any bytes are parsed or refused with a reason, never raise."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from collector.body import (
+    MAX_JSON_DEPTH,
+    BodyError,
+    check_media_type,
+    gunzip_limited,
+    is_gzipped,
+    parse_json,
+    read_limited,
+)
+from tests.strategies import JSON_VALUES
+
+
+@given(st.binary(max_size=200) | JSON_VALUES.map(lambda v: json.dumps(v).encode()))
+def test_any_bytes_are_json_or_a_400_with_a_reason(body: bytes) -> None:
+    try:
+        parse_json(body)
+    except BodyError as refused:
+        assert refused.status == 400 and refused.message
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 10_000, 200_000])
+def test_deep_nesting_is_refused_whatever_the_depth(depth: int) -> None:
+    with pytest.raises(BodyError, match="nested more than"):
+        parse_json(b"[" * depth + b"]" * depth)
+    parse_json(b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH)
+
+
+def test_duplicate_keys_are_refused_at_any_level() -> None:
+    with pytest.raises(BodyError, match="'a' appears more than once"):
+        parse_json(b'{"x": {"a": 1, "a": 2}}')
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json", "application/json; charset=utf-8", "application/x+json"]
+)
+def test_json_media_types_are_taken(content_type: str) -> None:
+    check_media_type(content_type)
+
+
+@pytest.mark.parametrize("content_type", [None, "", "text/notjson", "text/plain", "json"])
+def test_other_media_types_are_415(content_type: str | None) -> None:
+    with pytest.raises(BodyError) as refused:
+        check_media_type(content_type)
+    assert refused.value.status == 415
+
+
+def test_only_gzip_and_identity_encodings() -> None:
+    assert is_gzipped("gzip") and not is_gzipped(None) and not is_gzipped("identity")
+    with pytest.raises(BodyError) as refused:
+        is_gzipped("br")
+    assert refused.value.status == 415
+
+
+def test_the_limit_applies_to_the_decompressed_size() -> None:
+    assert gunzip_limited(gzip.compress(b"x" * 100), 100) == b"x" * 100
+    with pytest.raises(BodyError, match="decompressed body is larger than 100") as refused:
+        gunzip_limited(gzip.compress(b"x" * 10_000_000), 100)
+    assert refused.value.status == 413
+    with pytest.raises(BodyError, match="not valid gzip"):
+        gunzip_limited(b"not gzip", 100)
+    with pytest.raises(BodyError, match="truncated"):
+        gunzip_limited(gzip.compress(b"x" * 1000)[:20], 10_000)
+
+
+async def _chunks(count: int, size: int) -> AsyncIterator[bytes]:
+    for _ in range(count):
+        yield b" " * size
+
+
+def test_a_body_is_cut_at_the_limit_while_reading() -> None:
+    assert asyncio.run(read_limited(_chunks(3, 10), None, 30)) == b" " * 30
+    with pytest.raises(BodyError) as refused:
+        asyncio.run(read_limited(_chunks(10**6, 10), None, 95))
+    assert refused.value.status == 413 and len(refused.value.raw) == 95
+    with pytest.raises(BodyError, match="larger than 10 bytes"):  # refused unread
+        asyncio.run(read_limited(_chunks(0, 0), "300000000", 10))

@@ -35,35 +35,66 @@ def _headers(settings: Settings) -> dict[str, str]:
     return headers
 
 
+def _failure(response: httpx.Response) -> str:
+    """The read API's reason for a failed request, as told: its JSON ``error`` or
+    ``detail``, else the body's text (a proxy's error page is not JSON)."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    said = (body.get("error") or body.get("detail")) if isinstance(body, dict) else None
+    if said is None:
+        said = response.text.strip() or response.reason_phrase
+    elif not isinstance(said, str):
+        said = json.dumps(said)
+    return f"{response.status_code}: {said}"
+
+
 def _via_endpoint(settings: Settings, sql: str) -> tuple[list[str], list[list[Any]]] | None:
     try:
         response = httpx.post(
             f"{settings.query_url}/v1/query",
             content=sql.encode(),
-            headers={
-                "content-type": "text/plain",
-                **(
-                    {"authorization": f"Bearer {settings.reader_token}"}
-                    if settings.reader_token
-                    else {}
-                ),
-            },
-            timeout=60,
+            headers=_headers(settings),
+            timeout=settings.analyst_max_execution_s + 30,
         )
-    except httpx.TransportError:
-        return None
-    body = response.json()
+    except httpx.ConnectError:
+        return None  # no sink running: the chdb data is free to open
+    except httpx.TransportError as exc:
+        raise SystemExit(f"query failed: the read API at {settings.query_url}: {exc!r}") from None
     if response.status_code != 200:
-        raise SystemExit(f"query failed: {body.get('error')}")
-    return body["columns"], body["rows"]
+        raise SystemExit(f"query failed ({_failure(response)})")
+    try:
+        body = response.json()
+        return list(body["columns"]), list(body["rows"])
+    except (ValueError, KeyError, TypeError):
+        raise SystemExit(
+            f"query failed: the read API at {settings.query_url} answered 200 without a result "
+            f"({response.text.strip()[:200]!r})"
+        ) from None
 
 
 def _direct(settings: Settings, sql: str) -> tuple[list[str], list[list[Any]]]:
-    from sinks.clickhouse import connect
+    """Through the same door as the read API: one read-only session with the analysts'
+    limits, and only what ``sinks.analyst_sql`` lets through."""
+    from clickhouse_connect.driver.exceptions import ClickHouseError
 
-    client = connect(settings)
-    result = client.query(sql, settings={"readonly": 1})
-    return list(result.column_names), [list(r) for r in result.result_rows]
+    from sinks import analyst_sql
+    from sinks.read_sessions import open_client
+
+    limits = analyst_sql.AnalystLimits.from_settings(settings)
+    try:
+        client = open_client(settings, limits.session_settings())
+    except ClickHouseError as exc:
+        raise SystemExit(f"cannot open ClickHouse: {exc}") from None
+    try:
+        return analyst_sql.run(client, sql, limits, analyst_sql.table_function_names(client))
+    except analyst_sql.QueryRefused as exc:
+        raise SystemExit(f"query failed ({exc.status}: {exc.message})") from None
+    except ClickHouseError as exc:
+        raise SystemExit(f"query failed: {exc}") from None
+    finally:
+        client.close()
 
 
 def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str) -> str:
@@ -155,7 +186,7 @@ def _learner_request(args: argparse.Namespace) -> int:
         message = f"the sink's read API at {settings.query_url} is not reachable: {exc}"
         raise SystemExit(message) from None
     if response.status_code >= 400:
-        raise SystemExit(f"{args.command} refused ({response.status_code}): {response.text}")
+        raise SystemExit(f"{args.command} refused ({_failure(response)})")
     print(response.text)
     return 0
 

@@ -114,6 +114,13 @@ class Settings(BaseSettings):
         description="A processors worker exits (for its supervisor to restart it) when one of "
         "its partitions has waiting records and no progress for this long.",
     )
+    processors_health_port: int = Field(
+        default=6067,
+        ge=0,
+        le=65535,
+        description="A processors worker serves /healthz and /readyz on 127.0.0.1 at this "
+        "port; 0 turns them off.",
+    )
     sample_rate_overrides: dict[str, float] = Field(
         default_factory=dict,
         description='Sample rates per event type over the seed defaults: {"page_view": 0.05}.',
@@ -136,6 +143,28 @@ class Settings(BaseSettings):
     )
     query_host: str = Field(default="127.0.0.1", description="Query endpoint bind address.")
     query_port: int = Field(default=8081, description="Query endpoint port (served by the sink).")
+    analyst_max_execution_s: float = Field(
+        default=30.0, gt=0, description="Analysts' SQL: a query running longer is stopped (4xx)."
+    )
+    analyst_max_result_rows: int = Field(
+        default=100_000, ge=1, description="Analysts' SQL: a result with more rows is refused."
+    )
+    analyst_max_result_bytes: int = Field(
+        default=64 * 2**20,
+        ge=1,
+        description="Analysts' SQL: a result larger than this (uncompressed) is refused.",
+    )
+    analyst_max_memory_bytes: int = Field(
+        default=2**30, ge=1, description="Analysts' SQL: memory one query may use."
+    )
+    analyst_max_threads: int = Field(
+        default=2,
+        ge=1,
+        description="Analysts' SQL: threads one query may use, leaving CPU to ingestion.",
+    )
+    analyst_max_concurrent_queries: int = Field(
+        default=2, ge=1, description="Analysts' SQL: queries at once; more are answered 429."
+    )
 
     def as_env(self) -> dict[str, str]:
         """These settings as LEARNSTREAM_* variables, for child processes to read back."""

@@ -27,6 +27,7 @@ from sinks.clickhouse import connect, migrate
 from sinks.event_sink import EventSink
 from sinks.projection_rows import PROJECTION_TABLES, projection_route
 from sinks.query_api import create_query_app
+from sinks.read_sessions import ReadSessions
 from sinks.routes import Route, event_route, invalid_route
 from sinks.writer import ClickHouseWriter
 
@@ -75,6 +76,7 @@ async def serve(settings: Settings) -> None:
         settings.sink_batch_max_wait_s,
         erasure_topic=settings.topic(REQUESTS_ERASURE),
     )
+    sessions = ReadSessions.open(settings)  # after migrate: reads never migrate
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True
     )
@@ -88,7 +90,13 @@ async def serve(settings: Settings) -> None:
 
     server = _EmbeddedServer(
         uvicorn.Config(
-            create_query_app(writer, settings.reader_token_secret, request_erasure),
+            create_query_app(
+                writer,
+                sessions,
+                settings.reader_token_secret,
+                request_erasure,
+                unready_reason=sink.unready_reason,
+            ),
             host=settings.query_host,
             port=settings.query_port,
             log_config=None,
@@ -113,6 +121,7 @@ async def serve(settings: Settings) -> None:
             group.create_task(server.serve())
     finally:
         await producer.stop()
+        sessions.close()
         writer.close()
 
 

@@ -144,17 +144,48 @@ def row_policies(who: Principal, clickhouse_user: str, database: str) -> list[st
     ]
 
 
+def _text_claim(claims: dict[str, Any], name: str) -> str | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise AccessError(401, f"reader token claim {name!r} must be a non-empty string")
+    return value
+
+
+def _required_text_claim(claims: dict[str, Any], name: str) -> str:
+    value = _text_claim(claims, name)
+    if value is None:
+        raise AccessError(401, f"reader token claim {name!r} must be a non-empty string")
+    return value
+
+
+def _list_claim(claims: dict[str, Any], name: str) -> tuple[str, ...]:
+    # A bare string is refused rather than read as one id: taken as a list it became one
+    # id per character, and any guess at what the identity service meant could show a
+    # reader rows it was not given.
+    value = claims.get(name)
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise AccessError(401, f"reader token claim {name!r} must be a list of strings")
+    return tuple(value)
+
+
 def principal_from_claims(claims: dict[str, Any]) -> Principal:
+    """The reader a token's claims name; claims of the wrong type are refused (401)
+    rather than coerced, since each one widens or narrows what the reader sees."""
+    role = _required_text_claim(claims, "role")
     try:
-        role = Role(str(claims.get("role")))
+        known = Role(role)
     except ValueError:
-        raise AccessError(403, f"unknown role {claims.get('role')!r}") from None
+        raise AccessError(403, f"unknown role {role!r}") from None
     return Principal(
-        role=role,
-        user_id=str(claims["sub"]),
-        organization_id=claims.get("org"),
-        class_ids=tuple(str(c) for c in claims.get("classes") or ()),
-        teacher_ids=tuple(str(t) for t in claims.get("teachers") or ()),
+        role=known,
+        user_id=_required_text_claim(claims, "sub"),
+        organization_id=_text_claim(claims, "org"),
+        class_ids=_list_claim(claims, "classes"),
+        teacher_ids=_list_claim(claims, "teachers"),
     )
 
 

@@ -8,17 +8,19 @@ vocabulary and areas to improve live in the properties JSON.
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
-from uuid import UUID
 
 from sinks import audit
 from sinks.access import Principal, event_condition, learner_condition
+from sinks.read_sessions import ReadPool
 from sinks.writer import ClickHouseWriter
 
 MAX_PAGE = 100
+MAX_OFFSET = 1_000_000
 PERIOD_DAYS = {"week": 7, "month": 30}
 WARMUP_DAYS = 7
 TOP = 5
@@ -39,14 +41,22 @@ _SESSION_COLUMNS = """
 
 
 def jsonable(value: Any) -> Any:
-    """A ClickHouse value as JSON can carry it: dates as ISO text, UUIDs as text."""
-    if isinstance(value, datetime | date):
+    """A ClickHouse value as JSON can carry it: dates as ISO text; NaN and ±inf, which
+    JSON has no numbers for (0/0 in an average of nothing), as null; UUIDs, IPs and
+    decimals as text (a float would round a Decimal128)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, datetime | date | time):
         return value.isoformat()
-    if isinstance(value, UUID):
-        return str(value)
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
-    return value
+    if isinstance(value, dict):
+        return {str(jsonable(k)): jsonable(v) for k, v in value.items()}
+    if isinstance(value, bytes):  # FixedString
+        return value.decode("utf-8", "replace")
+    return str(value)
 
 
 def _days_up_to(as_of: date, days: int) -> tuple[datetime, datetime]:
@@ -58,16 +68,26 @@ def _days_up_to(as_of: date, days: int) -> tuple[datetime, datetime]:
     )
 
 
+def _result(client: Any, sql: str, parameters: dict[str, Any]) -> tuple[list[str], list[Any]]:
+    result = client.query(sql, parameters=parameters)
+    return list(result.column_names), [list(row) for row in result.result_rows]
+
+
 @dataclass(frozen=True)
 class LearnerReads:
-    writer: ClickHouseWriter
+    sessions: ReadPool  # read-only sessions of their own, never the ingest client
+    database: str
+    writer: ClickHouseWriter  # the audit log is written like any other insert
 
     @property
     def _db(self) -> str:
-        return self.writer.database
+        return self.database
+
+    async def _query(self, sql: str, parameters: dict[str, Any]) -> tuple[list[str], list[Any]]:
+        return await self.sessions.run(lambda client: _result(client, sql, parameters))
 
     async def _rows(self, sql: str, **parameters: Any) -> list[dict[str, Any]]:
-        columns, rows = await self.writer.query(sql, parameters=parameters)
+        columns, rows = await self._query(sql, parameters)
         return [{c: jsonable(v) for c, v in zip(columns, row, strict=True)} for row in rows]
 
     def _sessions_where(self, who: Principal) -> str:
@@ -105,7 +125,7 @@ class LearnerReads:
         )
         sessions = await self._rows(
             f"SELECT {_SESSION_COLUMNS} FROM {self._db}.events WHERE {where} "
-            "ORDER BY timestamp DESC, session_id LIMIT {limit:UInt32} OFFSET {offset:UInt32}",
+            "ORDER BY timestamp DESC, session_id LIMIT {limit:UInt32} OFFSET {offset:UInt64}",
             limit=limit,
             offset=offset,
             **params,
@@ -223,11 +243,11 @@ class LearnerReads:
 
     async def export_events(self, who: Principal, user_id: str) -> tuple[list[str], list[Any]]:
         """Every column of every event of the learner that ``who`` may see, oldest first."""
-        return await self.writer.query(
+        return await self._query(
             f"SELECT * EXCEPT (inserted_at) FROM {self._db}.events "
             f"WHERE user_id = {{user:String}} AND ({event_condition(who)}) "
             "ORDER BY timestamp, event_id",
-            parameters={"user": user_id},
+            {"user": user_id},
         )
 
     async def audit(

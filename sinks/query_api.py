@@ -6,7 +6,9 @@ this process. Against a ClickHouse server analysts can equally use any client, w
 the row policies ``learnstream row-policies`` generates.
 
 Every request names its reader with a reader token (see ``sinks.access``); each query
-carries that reader's access condition. Raw SQL is for system administrators only.
+carries that reader's access condition. Raw SQL is for system administrators only, and
+goes through the analysts' door (``sinks.analyst_sql``). Reads run on ClickHouse sessions
+of their own (``sinks.read_sessions``), never on the sink's ingest client.
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
-from fastapi import Body, Depends, FastAPI, Header, HTTPException, Query, Request
+from clickhouse_connect.driver.exceptions import DatabaseError
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from learnstream.erasure import ErasureRequest
 from sinks.access import AccessError, Principal, Role, principal_from_token
-from sinks.learner_reads import MAX_PAGE, PERIOD_DAYS, LearnerReads, jsonable
+from sinks.analyst_sql import QueryRefused
+from sinks.learner_reads import MAX_OFFSET, MAX_PAGE, PERIOD_DAYS, LearnerReads, jsonable
+from sinks.read_sessions import Busy, ReadSessions
 from sinks.writer import ClickHouseWriter
 
 
@@ -35,17 +40,35 @@ def _reader(request: Request, authorization: Annotated[str | None, Header()] = N
 
 
 Reader = Annotated[Principal, Depends(_reader)]
-AsOf = Annotated[date | None, Query(description="last day considered; today (UTC) if unset")]
+# what ClickHouse's Date holds; the day windows are built from it
+AsOf = Annotated[
+    date | None,
+    Query(
+        ge=date(1970, 1, 1),
+        le=date(2149, 6, 6),
+        description="last day considered; today (UTC) if unset",
+    ),
+]
+_SQL_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"text/plain": {"schema": {"type": "string", "description": "SQL"}}},
+    }
+}
 
 
 def create_query_app(
     writer: ClickHouseWriter,
+    sessions: ReadSessions,
     reader_token_secret: str | None = None,
     request_erasure: Callable[[ErasureRequest], Awaitable[None]] | None = None,
+    unready_reason: Callable[[], str | None] | None = None,
 ) -> FastAPI:
-    """``request_erasure`` publishes an erasure request (on requests.erasure)."""
+    """``writer`` writes the audit log; ``sessions`` run every read.
+    ``request_erasure`` publishes an erasure request (on requests.erasure).
+    ``unready_reason`` says why the sink cannot store events right now, if it cannot."""
     app = FastAPI(title="learnstream read API", version="1")
-    reads = LearnerReads(writer)
+    reads = LearnerReads(sessions.learner, sessions.database, writer)
 
     app.state.reader_token_secret = reader_token_secret
 
@@ -62,9 +85,14 @@ def create_query_app(
         if who.role is not Role.SYSTEM_ADMIN:
             raise HTTPException(403, "raw SQL is for system administrators; use the learner reads")
         try:
-            columns, rows = await writer.query(sql, readonly=True)
-        except Exception as exc:  # a bad query is the caller's problem, reported as such
-            return JSONResponse({"error": str(exc)}, status_code=400)
+            columns, rows = await sessions.analyst_query(sql)
+        except Busy as exc:
+            message = f"too many analysts' queries at once ({exc}); try again shortly"
+            return JSONResponse({"error": message}, status_code=429, headers={"Retry-After": "1"})
+        except QueryRefused as exc:
+            return JSONResponse({"error": exc.message}, status_code=exc.status)
+        except DatabaseError as exc:  # ClickHouse did not answer
+            return JSONResponse({"error": f"ClickHouse is unavailable: {exc}"}, status_code=503)
         return JSONResponse({"columns": columns, "rows": [jsonable(r) for r in rows]})
 
     @app.get("/v1/query")
@@ -73,10 +101,14 @@ def create_query_app(
     ) -> JSONResponse:
         return await run_sql(who, sql)
 
-    @app.post("/v1/query")
-    async def query_post(
-        who: Reader, sql: str = Body(..., media_type="text/plain")
-    ) -> JSONResponse:
+    @app.post("/v1/query", openapi_extra=_SQL_BODY)
+    async def query_post(who: Reader, request: Request) -> JSONResponse:
+        """The SQL is the body, as UTF-8 text, whatever the content type says (curl
+        --data-binary sends a form type)."""
+        try:
+            sql = (await request.body()).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise HTTPException(400, f"the SQL body is not UTF-8 text: {exc}") from None
         return await run_sql(who, sql)
 
     @app.get("/v1/learners/{user_id}/sessions/history", tags=["sessions"])
@@ -84,7 +116,7 @@ def create_query_app(
         who: Reader,
         user_id: str,
         limit: int = Query(20, ge=1, le=MAX_PAGE),
-        offset: int = Query(0, ge=0),
+        offset: int = Query(0, ge=0, le=MAX_OFFSET),
         session_type: str | None = Query(None),
     ) -> dict[str, Any]:
         """A learner's sessions, newest first, a page at a time (at most 100)."""
@@ -165,5 +197,13 @@ def create_query_app(
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """200 while the sink stores events; 503 with the reason while it cannot."""
+        reason = unready_reason() if unready_reason is not None else None
+        if reason is None:
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "unready", "reason": reason}, status_code=503)
 
     return app

@@ -96,12 +96,15 @@ class ClickHouseWriter:
         return await self.run(call)
 
     async def query(
-        self, sql: str, readonly: bool = True, parameters: dict[str, Any] | None = None
+        self, sql: str, parameters: dict[str, Any] | None = None
     ) -> tuple[list[str], list[Any]]:
+        """The sink's own reads (erasure bookkeeping). No per-query settings: on chdb a
+        per-query ``readonly`` outlived a refused statement and stopped every insert
+        after it; analysts' and learners' reads have sessions of their own
+        (sinks.read_sessions)."""
+
         def call() -> tuple[list[str], list[Any]]:
-            result = self.client.query(
-                sql, parameters=parameters, settings={"readonly": 1} if readonly else None
-            )
+            result = self.client.query(sql, parameters=parameters)
             return list(result.column_names), [list(row) for row in result.result_rows]
 
         return await self.run(call)

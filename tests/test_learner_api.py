@@ -27,6 +27,7 @@ from schemas.examples import example_event
 from sinks.access import Principal, Role, event_condition, row_policies, table_conditions
 from sinks.projection_rows import PROJECTION_TABLES, projection_row
 from sinks.query_api import create_query_app
+from sinks.read_sessions import ReadSessions
 from sinks.writer import ClickHouseWriter
 from tests.conftest import isolated_settings, migrated_clickhouse
 from tests.test_sink_redelivery import CATALOG, produce_examples, run_sink_until
@@ -159,9 +160,18 @@ def stored(
     return writer
 
 
+@pytest.fixture(scope="module")
+def sessions(module_settings: Settings, stored: ClickHouseWriter) -> Iterator[ReadSessions]:
+    opened = ReadSessions.open(module_settings)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
 @pytest.fixture
-def api(stored: ClickHouseWriter) -> TestClient:
-    return TestClient(create_query_app(stored, SECRET))
+def api(stored: ClickHouseWriter, sessions: ReadSessions) -> TestClient:
+    return TestClient(create_query_app(stored, sessions, SECRET))
 
 
 def test_each_role_sees_exactly_its_rows(
@@ -434,13 +444,13 @@ def test_export_gives_the_readers_view_of_a_learner_and_is_audited(
     assert [tuple(r) for r in audited] == [("s1", "s1", "student"), ("s4", "t1", "teacher")]
 
 
-def test_erasure_is_for_administrators(stored: ClickHouseWriter) -> None:
+def test_erasure_is_for_administrators(stored: ClickHouseWriter, sessions: ReadSessions) -> None:
     requested: list[ErasureRequest] = []
 
     async def capture(request: ErasureRequest) -> None:
         requested.append(request)
 
-    api = TestClient(create_query_app(stored, SECRET, capture))
+    api = TestClient(create_query_app(stored, sessions, SECRET, capture))
     for role in ("student", "teacher", "teacher_admin"):
         who = PRINCIPALS[role]
         reply = api.post("/v1/learners/s1/erase", headers=bearer(who))

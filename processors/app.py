@@ -1,9 +1,15 @@
 """The Faust application: events.raw -> dedup, consent, sampling -> events.clean, and the
 learner folds -> events.derived + compacted projection topics.
 
-Agents stay thin: decisions live in ``processors.delivery`` / ``sampling`` / ``consent``,
-business rules in ``projections``, record shapes in ``processors.outputs``.
+Agents stay thin: what a record does is decided in ``processors.decide`` (pure: from the
+record and the state read for it), business rules live in ``projections``, record shapes
+in ``processors.outputs``; this module reads the tables, then carries the decision out.
 Table values are small JSON dicts (Faust's default table codec).
+
+Two kinds of failure, told apart by where they happen: deciding fails only because of
+the record's content, which no retry can fix, so the record is dead-lettered and the
+partition moves on; carrying out (table writes, sends) fails because of infrastructure,
+so the worker exits and its restart retries from the committed offset.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from fastavro import parse_schema
 from faust.types import TP
 
 from learnstream.dead_letters import dead_letter
-from learnstream.erasure import ErasureRequest, erased_before, projection_keys
+from learnstream.erasure import ErasureRequest, projection_keys
 from learnstream.settings import Settings
 from learnstream.topics import (
     EVENTS_CLEAN,
@@ -36,22 +42,29 @@ from learnstream.topics import (
     PROJECTIONS_XP,
     REQUESTS_ERASURE,
 )
-from processors import outputs
-from processors.consent import CONSENT_EVENT, allowed, updated_consent
+from processors import decide
 from processors.dedup_window import ExpiryQueue, arrival_ms
-from processors.delivery import Position, Seen, already_applied, classify
+from processors.delivery import Position
 from processors.generations import Handover, group_id
+from processors.health import serve_health
 from processors.offsets import OffsetProbe
-from processors.sampling import keeps, sample_rate
 from processors.watchdog import StallWatch, WatchdogThread, exit_for_restart
 from projections.events import Event
-from projections.learner import LearnerState, apply, from_json, to_json
+from projections.learner import LearnerState, from_json
 from schemas.catalog import EventCatalog, load_named_schema
-from schemas.codec import decode, encode
 from schemas.registry import SchemaRegistry
 from schemas.validation import FieldError
 
 log = logging.getLogger(__name__)
+
+# unprefixed projection topic -> the schema of its records
+PROJECTION_SCHEMAS = {
+    PROJECTIONS_XP: "projections/user_xp.avsc",
+    PROJECTIONS_USER_PROGRESS: "projections/user_progress.avsc",
+    PROJECTIONS_TOPIC_MASTERY: "projections/topic_mastery.avsc",
+    PROJECTIONS_MODE_PROGRESS: "projections/mode_progress.avsc",
+    PROJECTIONS_BLIND_SPOTS: "projections/blind_spots.avsc",
+}
 
 
 class _Projection:
@@ -62,11 +75,13 @@ class _Projection:
     ) -> None:
         schema = load_named_schema(schema_file)
         self.topic = _raw_topic(app, topic)
-        self.schema_id = registry.id_for(f"{schema['namespace']}.{schema['name']}", schema)
-        self.parsed = parse_schema(dict(schema))
+        self.codec = decide.Codec(
+            registry.id_for(f"{schema['namespace']}.{schema['name']}", schema),
+            parse_schema(dict(schema)),
+        )
 
-    async def publish(self, key: str, record: dict[str, Any]) -> None:
-        await self.topic.send(key=key.encode(), value=encode(self.schema_id, self.parsed, record))
+    async def publish(self, key: str, value: bytes) -> None:
+        await self.topic.send(key=key.encode(), value=value)
 
     async def tombstone(self, key: str) -> None:
         """No value: compaction removes the key, and the sink marks its row deleted."""
@@ -106,6 +121,11 @@ def _inject_stall_once(
     app.consumer.pause_partitions([stalled])
 
 
+def _dead_letter_source(here: Position, topic: str | None = None) -> str:
+    where = f"partition {here.partition} offset {here.offset}"
+    return f"processors at {where}" if topic is None else f"processors at {topic} {where}"
+
+
 def create_app(
     settings: Settings,
     registry: SchemaRegistry,
@@ -134,28 +154,18 @@ def create_app(
     clean_topic = _raw_topic(app, settings.topic(EVENTS_CLEAN))
     invalid_topic = _raw_topic(app, settings.topic(EVENTS_INVALID))
     derived_topic = _raw_topic(app, settings.topic(EVENTS_DERIVED))
-    xp = _Projection(app, settings.topic(PROJECTIONS_XP), "projections/user_xp.avsc", registry)
-    progress = _Projection(
-        app, settings.topic(PROJECTIONS_USER_PROGRESS), "projections/user_progress.avsc", registry
-    )
-    mastery = _Projection(
-        app, settings.topic(PROJECTIONS_TOPIC_MASTERY), "projections/topic_mastery.avsc", registry
-    )
-    modes = _Projection(
-        app, settings.topic(PROJECTIONS_MODE_PROGRESS), "projections/mode_progress.avsc", registry
-    )
-    spots = _Projection(
-        app, settings.topic(PROJECTIONS_BLIND_SPOTS), "projections/blind_spots.avsc", registry
-    )
-
-    erasure_topic = _raw_topic(app, settings.topic(REQUESTS_ERASURE))
     projection_topics = {
-        PROJECTIONS_XP: xp,
-        PROJECTIONS_USER_PROGRESS: progress,
-        PROJECTIONS_TOPIC_MASTERY: mastery,
-        PROJECTIONS_MODE_PROGRESS: modes,
-        PROJECTIONS_BLIND_SPOTS: spots,
+        name: _Projection(app, settings.topic(name), schema_file, registry)
+        for name, schema_file in PROJECTION_SCHEMAS.items()
     }
+    erasure_topic = _raw_topic(app, settings.topic(REQUESTS_ERASURE))
+    setup = decide.Setup(
+        catalog=catalog,
+        registry=registry,
+        projections={name: p.codec for name, p in projection_topics.items()},
+        environment=settings.environment,
+        sample_rate_overrides=settings.sample_rate_overrides,
+    )
     partitions = settings.topic_partitions
     # event_id -> {"p", "o": position of the message that first carried it, "t": its arrival}
     first_seen = app.Table("dedup-first-seen", default=None, partitions=partitions)
@@ -183,6 +193,8 @@ def create_app(
     @app.task  # type: ignore[untyped-decorator]
     async def start_watchdog() -> None:
         WatchdogThread(watch, make_probe, lambda: bool(app.in_recovery or app.rebalancing)).start()
+        # beside the worker, not in it: /readyz answers from what the watchdog last saw
+        serve_health(settings.processors_health_port, watch)
 
     @app.task  # type: ignore[untyped-decorator]
     async def dump_tasks_on_sigusr1() -> None:
@@ -216,76 +228,22 @@ def create_app(
     # user_id -> {"at": requested_at (ms) of their latest erasure, "topics", "modes": the
     # projection keys it tombstoned}: older events of theirs are dropped
     erased = app.Table("erased", default=None, partitions=partitions)
-    counters = {"duplicates": 0, "sampled_out": 0, "consent_filtered": 0, "erased": 0}
+    counters = {
+        "duplicates": 0,
+        "sampled_out": 0,
+        "consent_filtered": 0,
+        "erased": 0,
+        "dead_lettered": 0,
+    }
 
-    async def publish_learner(
-        event: Event, datum: dict[str, Any], state: LearnerState, derived: list[dict[str, Any]]
-    ) -> None:
-        user = event.user_id
-        assert user is not None
-        for item in derived:
-            d = outputs.derived_from_json(item)
-            record = outputs.derived_datum(catalog, d, datum)
-            kind = catalog[d.kind]
-            await derived_topic.send(
-                key=user.encode(),
-                value=encode(registry.id_for(kind.subject, kind.schema), kind.parsed, record),
-            )
-        # Snapshots are re-sent on redelivery too: they may not have gone out before a
-        # crash, and on a compacted topic sending the same snapshot twice is harmless.
-        await xp.publish(
-            user, {"user_id": user, "xp": state.xp, "events_applied": state.events_applied}
-        )
-        await progress.publish(user, outputs.user_progress(user, state))
-        topic = event.properties.get("topic_id")
-        if (
-            event.event_type == "question_submit"
-            and topic is not None
-            and str(topic) in state.mastery
-        ):
-            await mastery.publish(f"{user}:{topic}", outputs.topic_mastery(user, str(topic), state))
-        if event.event_type == "session_completed":
-            mode_id = event.properties.get("practice_mode_id")
-            if mode_id is not None:
-                await modes.publish(
-                    f"{user}:{mode_id}", outputs.mode_progress(user, str(mode_id), state)
-                )
-            await spots.publish(user, outputs.learner_blind_spots(user, state))
-
-    async def fold_learner(
-        event: Event, datum: dict[str, Any], here: Position, replaying: bool
-    ) -> None:
-        assert event.user_id is not None
-        stored = learners.get(event.user_id)
-        state = from_json(stored["state"]) if stored else LearnerState()
-        applied = Position.from_json(stored["applied"]) if stored else None
-        if stored and already_applied(applied, here):
-            derived = stored["derived"]  # the same outputs again: ids make them idempotent
-        else:
-            state, produced = apply(state, event)
-            derived = [outputs.derived_to_json(d) for d in produced]
-            learners[event.user_id] = {
-                "state": to_json(state),
-                "applied": here.as_json(),
-                "derived": derived,
-            }
-        # replaying: the previous generation already wrote these derived events
-        await publish_learner(event, datum, state, [] if replaying else derived)
-
-    def consent_allows(event: Event, category: str) -> bool:
-        if event.user_id is None:
-            return True
-        consent = consents.get(event.user_id) or {}
-        if event.event_type == CONSENT_EVENT:
-            consents[event.user_id] = updated_consent(consent, event.properties)
-        return allowed(consent, event.event_type, category)
-
-    async def handle(message: Any) -> None:
+    def fail_once_if_asked() -> None:
+        """Tests only: an infrastructure failure while processing, once."""
         marker = settings.fault_fail_marker
-        if marker is not None and not marker.exists():  # tests only: fail once, here
+        if marker is not None and not marker.exists():
             marker.touch()
             raise RuntimeError("fault injection: processing this record fails once")
-        here = Position(message.message.partition, message.message.offset)
+
+    def exit_if_skipped(here: Position) -> None:
         skipped_from = watch.skipped_before(here.partition, here.offset)
         if skipped_from is not None:
             # events.raw is written by idempotent, non-transactional producers and never
@@ -299,55 +257,90 @@ def create_app(
                 skipped_from,
                 here.offset - 1,
             )
-        watch.processed(here.partition, here.offset, time.monotonic())
-        replaying = here.offset < emits_from.get(here.partition, 0)
-        data: bytes = message.value
-        try:
-            datum = decode(registry, data)
-            event = Event.from_envelope(datum)
-            event_type = catalog[event.event_type]
-        except Exception as exc:  # undecodable bytes must not stop the partition
-            if replaying:  # dead-lettered by the previous generation
-                return
-            log.error("undecodable message at %s: %r", here, exc)
-            letter = dead_letter(
-                data.hex(),
-                [FieldError("(message)", f"cannot decode: {exc!r}")],
-                datetime.fromtimestamp(message.message.timestamp, UTC),  # Faust: seconds
-                source=f"processors at partition {here.partition} offset {here.offset}",
-            )
-            await invalid_topic.send(value=letter)
-            return
-        erasure = erased.get(event.user_id) if event.user_id is not None else None
-        if erasure is not None and erased_before(erasure["at"], event.timestamp):
-            counters["erased"] += 1  # a late copy of an erased learner's event
-            return
-        arrived_ms = round(message.message.timestamp * 1000)  # Faust gives seconds
-        forget_expired(here.partition, arrived_ms)
+
+    def arrival(message: Any) -> int:
+        seconds: float = message.message.timestamp  # Faust gives seconds
+        return round(seconds * 1000)
+
+    def read_known(event: Event) -> decide.Known:
+        """What the tables hold that bears on ``event``."""
+        user = event.user_id
+        erasure = erased.get(user) if user is not None else None
         seen_at = first_seen.get(event.event_id)
-        verdict = classify(Position.from_json(seen_at) if seen_at else None, here)
-        if verdict is Seen.DUPLICATE:
-            counters["duplicates"] += 1
+        return decide.Known(
+            erased_at_ms=None if erasure is None else erasure["at"],
+            first_seen=Position.from_json(seen_at) if seen_at else None,
+            consent=(consents.get(user) if user is not None else None) or {},
+            learner=learners.get(user) if user is not None else None,
+        )
+
+    def decide_record(message: Any, here: Position) -> decide.Outcome | decide.Rejected:
+        """No await in here or before the table writes that follow: nothing else (the
+        erasure agent) runs between reading a learner's state and writing it back."""
+        data: bytes = message.value if message.value is not None else b""
+        parsed = decide.parse(data, setup)
+        if isinstance(parsed, decide.Rejected):
+            return parsed
+        # housekeeping, not a decision: ids past the window go before the table is read
+        forget_expired(here.partition, arrival(message))
+        return decide.decide(parsed, read_known(parsed.event), here, setup)
+
+    async def send_dead_letter(
+        rejected: decide.Rejected, message: Any, source: str, replaying: bool = False
+    ) -> None:
+        counters["dead_lettered"] += 1
+        if replaying:  # dead-lettered by the previous generation
             return
-        if verdict is Seen.FIRST_TIME:
+        log.error("dead-lettering the record at %s: %s", source, rejected.reason)
+        letter = dead_letter(
+            rejected.raw,
+            [FieldError("(message)", rejected.reason)],
+            datetime.fromtimestamp(message.message.timestamp, UTC),  # Faust: seconds
+            source=source,
+        )
+        await invalid_topic.send(value=letter)
+
+    def write_tables(outcome: decide.Outcome, here: Position, arrived_ms: int) -> None:
+        event = outcome.event
+        if outcome.dropped is not None:
+            counters[outcome.dropped] += 1
+        if outcome.first_time:
             first_seen[event.event_id] = {**here.as_json(), "t": arrived_ms, "u": event.user_id}
             expiry.remember(here.partition, event.event_id, arrived_ms)
-        rate = sample_rate(event_type, settings.environment, settings.sample_rate_overrides)
-        if not keeps(event.event_id, rate):
-            counters["sampled_out"] += 1
-            return
-        if not consent_allows(event, event_type.category):
-            counters["consent_filtered"] += 1
-            return
-        if rate < 1.0:
-            datum["sample_rate"] = rate
-            data = encode(
-                registry.id_for(event_type.subject, event_type.schema), event_type.parsed, datum
-            )
-        if not replaying:
-            await clean_topic.send(key=message.key, value=data)
-        if event.user_id is not None:
-            await fold_learner(event, datum, here, replaying)
+        if outcome.consent is not None:
+            consents[event.user_id] = outcome.consent
+        learner = outcome.learner
+        if learner is not None and learner.stored is not None:
+            learners[learner.user_id] = learner.stored
+
+    async def publish_learner(learner: decide.LearnerOutcome, replaying: bool) -> None:
+        key = learner.user_id.encode()
+        if not replaying:  # replaying: the previous generation already wrote these
+            for value in learner.derived:
+                await derived_topic.send(key=key, value=value)
+        for snapshot in learner.snapshots:
+            await projection_topics[snapshot.projection].publish(snapshot.key, snapshot.value)
+
+    async def carry_out(
+        outcome: decide.Outcome, message: Any, here: Position, replaying: bool
+    ) -> None:
+        write_tables(outcome, here, arrival(message))
+        if outcome.clean is not None and not replaying:
+            await clean_topic.send(key=message.key, value=outcome.clean)
+        if outcome.learner is not None:
+            await publish_learner(outcome.learner, replaying)
+
+    async def handle(message: Any) -> None:
+        fail_once_if_asked()
+        here = Position(message.message.partition, message.message.offset)
+        exit_if_skipped(here)
+        watch.processed(here.partition, here.offset, time.monotonic())
+        replaying = here.offset < emits_from.get(here.partition, 0)
+        decision = decide_record(message, here)
+        if isinstance(decision, decide.Rejected):
+            await send_dead_letter(decision, message, _dead_letter_source(here), replaying)
+        else:
+            await carry_out(decision, message, here, replaying)
 
     @app.agent(raw_topic)
     async def process_raw(stream: faust.StreamT[bytes]) -> None:
@@ -355,6 +348,7 @@ def create_app(
             try:
                 await handle(message)
             except Exception:
+                # Not the record's fault (those are dead-lettered above): infrastructure.
                 # Exit at once: Faust would ack the failing message while unwinding and
                 # commit it on shutdown, skipping it for good. Exiting without a commit
                 # makes the restart retry it, as after a SIGKILL.
@@ -390,11 +384,20 @@ def create_app(
                 await projection_topics[topic].tombstone(key)
         log.info("erased learner %s (request %s)", user, request.request_id)
 
+    async def handle_erasure(message: Any) -> None:
+        request = decide.parse_erasure(message.value)
+        if isinstance(request, decide.Rejected):
+            here = Position(message.message.partition, message.message.offset)
+            source = _dead_letter_source(here, erasure_topic.get_topic_name())
+            await send_dead_letter(request, message, source)
+        else:
+            await erase(request)
+
     @app.agent(erasure_topic)
     async def process_erasures(stream: faust.StreamT[bytes]) -> None:
         async for message in stream.events():
             try:
-                await erase(ErasureRequest.from_json(message.value))
+                await handle_erasure(message)
             except Exception:  # as for events: never skip a request by committing past it
                 exit_for_restart("erasure failed; exiting so a restart retries it", exc_info=True)
 

@@ -5,6 +5,10 @@ otherwise looks healthy (faust-streaming issues #629, #166): nothing crashes, th
 just grows. A worker that sees this on one of its own partitions exits, so that its
 supervisor restarts it; restarting is safe because every effect is already tied to
 a source offset (the crash tests kill workers at random to prove it).
+
+Before that, at half the timeout, it reports the partition as not advancing: a warning
+in the log, and ``StallWatch.unready`` for the readiness endpoint (processors.health),
+so operators and orchestrators see it coming.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from processors.offsets import OffsetProbe
 
@@ -32,6 +36,24 @@ class Stall:
     idle_s: float
 
 
+@dataclass(frozen=True)
+class NotAdvancing:
+    """A partition with records waiting and no progress for a while: not yet a stall."""
+
+    partition: int
+    committed: int | None  # where the group resumes (its committed offset)
+    end: int  # the partition's end offset
+    since: float  # monotonic time of its last progress (or assignment)
+
+    def as_json(self, now: float) -> dict[str, Any]:
+        return {
+            "partition": self.partition,
+            "committed": self.committed,
+            "end": self.end,
+            "since_s": round(now - self.since, 1),
+        }
+
+
 @dataclass
 class StallWatch:
     timeout_s: float
@@ -43,6 +65,8 @@ class StallWatch:
     _recovering_since: float | None = None
     # partition -> (the group's committed offset, since when it has not moved)
     _commits: dict[int, tuple[int, float]] = field(default_factory=dict)
+    # what the last check found not advancing, for readiness
+    _not_advancing: dict[int, NotAdvancing] = field(default_factory=dict)
     # the worker's event loop writes, the watchdog thread reads
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -60,6 +84,7 @@ class StallWatch:
             if now - self._recovering_since < self.timeout_s * self.recovery_grace_factor:
                 self._since = dict.fromkeys(self._since, now)
                 self._commits = {}
+                self._not_advancing = {}
                 return True
             return False
 
@@ -73,6 +98,7 @@ class StallWatch:
             self._next = {p: None for p in partitions}
             self._since = dict.fromkeys(partitions, now)
             self._commits = {}
+            self._not_advancing = {}
 
     def idle(self, now: float) -> None:
         """Time the worker spends recovering or rebalancing is not a stall."""
@@ -105,19 +131,52 @@ class StallWatch:
     ) -> list[Stall]:
         """Partitions with records past what was processed, idle at least ``min_idle_s``."""
         with self._lock:
-            since_by_partition = dict(self._since)
-            next_by_partition = dict(self._next)
+            return [stall for stall, _ in self._waiting(highwaters, committed, now, min_idle_s)]
+
+    def _waiting(
+        self,
+        highwaters: dict[int, int],
+        committed: dict[int, int | None],
+        now: float,
+        min_idle_s: float,
+    ) -> list[tuple[Stall, float]]:
+        """(stall, time of the partition's last progress); the caller holds the lock."""
         found = []
-        for partition, since in since_by_partition.items():
+        for partition, since in self._since.items():
             highwater = highwaters.get(partition)
             if highwater is None or now - since < min_idle_s:
                 continue
-            next_offset = next_by_partition.get(partition)
+            next_offset = self._next.get(partition)
             if next_offset is None:
                 next_offset = committed.get(partition)
             if next_offset is not None and highwater > next_offset:
-                found.append(Stall(partition, next_offset, highwater, now - since))
+                found.append((Stall(partition, next_offset, highwater, now - since), since))
         return found
+
+    def not_advancing(
+        self, highwaters: dict[int, int], committed: dict[int, int | None], now: float
+    ) -> list[NotAdvancing]:
+        """Record the partitions with records waiting and no progress for half the
+        timeout (what ``unready`` reports); return those that just became so, to be
+        reported once per stall rather than on every check."""
+        with self._lock:
+            found = {
+                stall.partition: NotAdvancing(
+                    stall.partition, committed.get(stall.partition), stall.highwater, since
+                )
+                for stall, since in self._waiting(highwaters, committed, now, self.timeout_s / 2)
+            }
+            before, self._not_advancing = self._not_advancing, found
+        # the same partition with a later last progress moved in between: a new stall
+        return [
+            lag for p, lag in found.items() if before.get(p) is None or before[p].since != lag.since
+        ]
+
+    def unready(self, now: float) -> list[dict[str, Any]]:
+        """The partitions the last check found not advancing, for a readiness answer."""
+        with self._lock:
+            lagging = sorted(self._not_advancing.values(), key=lambda lag: lag.partition)
+        return [lag.as_json(now) for lag in lagging]
 
     def commit_stalls(self, committed: dict[int, int | None], now: float) -> list[Stall]:
         """Partitions processed past their committed offset, whose commit has not moved
@@ -148,6 +207,22 @@ class StallWatch:
         is not mistaken for a stalled one.
         """
         return self.waiting(highwaters, committed, now, min_idle_s=self.timeout_s)
+
+
+def warn_not_advancing(
+    watch: StallWatch, highwaters: dict[int, int], committed: dict[int, int | None], now: float
+) -> None:
+    """A warning, once per stall, for each partition not advancing for half the timeout."""
+    for lag in watch.not_advancing(highwaters, committed, now):
+        log.warning(
+            "partition %d is not advancing: committed offset %s, end offset %d, no progress "
+            "for %.0fs; the worker exits for a restart at %.0fs",
+            lag.partition,
+            lag.committed,
+            lag.end,
+            now - lag.since,
+            watch.timeout_s,
+        )
 
 
 class WatchdogThread(threading.Thread):
@@ -210,6 +285,7 @@ class WatchdogThread(threading.Thread):
                 continue
             blind_since = None
             highwaters, committed = check.result()
+            warn_not_advancing(self._watch, highwaters, committed, now)  # first: explains an exit
             found = self._watch.stalls(highwaters, committed, now)
             if found:
                 self._exit(f"partitions stalled: {found}")

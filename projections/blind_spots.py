@@ -57,10 +57,21 @@ def _drill_order(drill_id: Any) -> tuple[int, Any]:
     return (1, str(drill_id))
 
 
+def _before(moment: datetime, span: timedelta) -> datetime:
+    """``moment - span``, or the earliest representable instant when that falls before
+    year 1: a valid event near the start of the calendar (.NET's DateTime.MinValue) makes
+    the window start at the beginning of time instead of failing the whole fold."""
+    try:
+        return moment - span
+    except OverflowError:
+        return datetime.min.replace(tzinfo=moment.tzinfo)
+
+
 def blind_spots(attempts: Iterable[DrillAttempt], as_of: datetime) -> list[dict[str, Any]]:
     by_drill: dict[Any, list[DrillAttempt]] = defaultdict(list)
+    since = _before(as_of, WINDOW)
     for attempt in attempts:
-        if as_of - WINDOW <= attempt.timestamp <= as_of:
+        if since <= attempt.timestamp <= as_of:
             by_drill[attempt.drill_id].append(attempt)
     ranked = []
     for drill_id, group in by_drill.items():
@@ -75,5 +86,5 @@ def blind_spots(attempts: Iterable[DrillAttempt], as_of: datetime) -> list[dict[
 
 
 def prune(attempts: tuple[DrillAttempt, ...], newest: datetime) -> tuple[DrillAttempt, ...]:
-    horizon = newest - WINDOW - LATENESS_BOUND
+    horizon = _before(newest, WINDOW + LATENESS_BOUND)
     return tuple(a for a in attempts if a.timestamp >= horizon)

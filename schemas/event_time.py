@@ -72,11 +72,18 @@ def event_time(
         if value is not None and (error := _device_clock_error(name, value)):
             return error
     corrected, original = corrected_timestamp(timestamp, sent_at, received_at, tolerance)
-    note = "" if original is None else f" (corrected for the device's clock: {corrected})"
-    if corrected < EARLIEST_EVENT_TIME:
-        return TimeError(
-            "timestamp", f"is before {EARLIEST_EVENT_TIME.date()}, the earliest supported{note}"
-        )
-    if corrected > received_at + MAX_FUTURE:
-        return TimeError("timestamp", f"is more than 24 h in the future{note}")
+    if (problem := unsupported(corrected, received_at)) is not None:
+        note = "" if original is None else f" (corrected for the device's clock: {corrected})"
+        return TimeError("timestamp", problem + note)
     return EventTime(corrected, original)
+
+
+def unsupported(timestamp: datetime, received_at: datetime | None) -> str | None:
+    """Why an event time is outside the range every stage takes, or None. Stages after
+    the door check it again for records already in the log (written by an older
+    collector or another producer): without a receipt time, only the lower bound."""
+    if timestamp < EARLIEST_EVENT_TIME:
+        return f"is before {EARLIEST_EVENT_TIME.date()}, the earliest supported"
+    if received_at is not None and timestamp > received_at + MAX_FUTURE:
+        return "is more than 24 h in the future"
+    return None

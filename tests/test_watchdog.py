@@ -4,15 +4,20 @@ stops being fetched exits for a restart, and the restart finishes the work."""
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
+
 from bench import workload
-from devstack.services import ServiceGroup
+from devstack.services import ServiceGroup, free_port
 from learnstream.settings import Settings
 from learnstream.topics import EVENTS_CLEAN
-from processors.watchdog import Stall, StallWatch
+from processors.health import serve_health
+from processors.watchdog import NotAdvancing, Stall, StallWatch, warn_not_advancing
 from schemas.codec import decode
 from tests.crash_helpers import REGISTRY, produce_and_expect
 from tests.kafka_read import read_all
@@ -123,3 +128,81 @@ def test_a_jump_in_offsets_is_reported_as_skipped_records() -> None:
     watch.processed(2, 743, now=1.0)
     assert watch.skipped_before(2, 769) == 744  # 744..768 never came
     assert watch.skipped_before(2, 700) is None  # a seek back is not a hole
+
+
+def test_a_partition_not_advancing_is_reported_once_at_half_the_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    watch = StallWatch(timeout_s=60)
+    watch.assigned({0, 1}, now=0.0)
+    watch.processed(0, 41, now=5.0)  # partition 0: next is 42, and 50 is the end
+    ends, committed = {0: 50, 1: 7}, {0: 40, 1: 7}  # partition 1 is caught up
+    with caplog.at_level(logging.WARNING, logger="processors.watchdog"):
+        warn_not_advancing(watch, ends, committed, now=34.0)  # idle 29 s: under half
+        assert watch.unready(now=34.0) == []
+        warn_not_advancing(watch, ends, committed, now=36.0)  # idle 31 s
+        assert watch.unready(now=40.0) == [
+            {"partition": 0, "committed": 40, "end": 50, "since_s": 35.0}
+        ]
+        warn_not_advancing(watch, ends, committed, now=46.0)  # the same stall: said once
+    (warning,) = caplog.records
+    assert warning.levelno == logging.WARNING
+    assert "partition 0 is not advancing: committed offset 40, end offset 50" in warning.message
+
+
+def test_progress_ends_a_report_and_a_new_stall_is_reported_again() -> None:
+    watch = StallWatch(timeout_s=60)
+    watch.assigned({0}, now=0.0)
+    assert watch.not_advancing({0: 10}, {0: 0}, now=31.0) == [NotAdvancing(0, 0, 10, 0.0)]
+    assert watch.not_advancing({0: 10}, {0: 0}, now=41.0) == []  # still the same stall
+    watch.processed(0, 3, now=45.0)
+    assert watch.not_advancing({0: 10}, {0: 0}, now=50.0) == []
+    assert watch.unready(now=50.0) == []  # it moved: ready again
+    assert watch.not_advancing({0: 10}, {0: 0}, now=76.0) == [NotAdvancing(0, 0, 10, 45.0)]
+    watch.assigned({1}, now=80.0)  # partition 0 went to another worker
+    assert watch.unready(now=80.0) == []
+
+
+def test_readyz_names_the_partitions_that_do_not_advance_and_healthz_stays_up() -> None:
+    watch = StallWatch(timeout_s=60)
+    watch.assigned({2}, now=time.monotonic() - 40)  # idle for 40 s
+    port = free_port()
+    server = serve_health(port, watch)
+    assert server is not None
+    try:
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{base}/readyz").status_code == 200  # nothing checked yet
+        watch.not_advancing({2: 9}, {2: 4}, now=time.monotonic())
+        ready = httpx.get(f"{base}/readyz")
+        assert ready.status_code == 503
+        body = ready.json()
+        assert body["status"] == "unready"
+        (stalled,) = body["stalled"]
+        assert {k: stalled[k] for k in ("partition", "committed", "end")} == {
+            "partition": 2,
+            "committed": 4,
+            "end": 9,
+        }
+        assert stalled["since_s"] >= 40
+        assert httpx.get(f"{base}/healthz").status_code == 200
+        watch.processed(2, 8, now=time.monotonic())
+        watch.not_advancing({2: 9}, {2: 4}, now=time.monotonic())
+        assert httpx.get(f"{base}/readyz").status_code == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_health_port_in_use_is_logged_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    watch = StallWatch(timeout_s=60)
+    port = free_port()
+    first = serve_health(port, watch)
+    assert first is not None
+    try:
+        with caplog.at_level(logging.ERROR, logger="processors.health"):
+            assert serve_health(port, watch) is None
+        assert "health endpoint not served" in caplog.text
+        assert serve_health(0, watch) is None  # 0: off
+    finally:
+        first.shutdown()
+        first.server_close()

@@ -28,6 +28,7 @@ from collector.body import (
     is_gzipped,
     parse_json,
     read_limited,
+    shape_problem,
 )
 from collector.enrichment import EnrichmentPolicy, Sender, enrich, partition_key
 from collector.metrics import CONTENT_TYPE, CollectorMetrics
@@ -174,6 +175,8 @@ def create_app(
     def prepare(
         payload: Any, received_at: datetime, caller: Caller, sender: Sender
     ) -> _Record | _Refusal:
+        if (problem := shape_problem(payload)) is not None:
+            return _Refusal(400, "malformed_json", (FieldError("(event)", problem),))
         bound = bind_to_caller(caller, payload)
         if isinstance(bound, tuple):
             return _Refusal(403, "forbidden", bound)
@@ -328,6 +331,9 @@ def _batch_shape(payload: Any) -> tuple[list[Any], str | None]:
         raise _BadRequest(
             413, "too_large", (FieldError("events", f"more than {MAX_BATCH_EVENTS} events"),)
         )
+    if (duplicate := getattr(payload, "duplicate", None)) is not None:
+        message = f"has the key {duplicate!r} more than once"
+        raise _BadRequest(400, "malformed_json", (FieldError("(body)", message),))
     unknown = sorted(set(payload) - {"events", "sent_at"})
     if unknown:
         raise _BadRequest(

@@ -5,8 +5,10 @@ Every refusal here is the request's own fault, so it is a 4xx naming ``(body)``:
   the limit), so a 300 MB body costs at most the limit in memory;
 - ``Content-Encoding: gzip`` is taken (SDKs send it), with the limit applied to the
   decompressed size, since that is what is held and parsed;
-- only JSON media types, only UTF-8, no duplicate keys (which one would win is a guess),
-  and a nesting depth far above any event's but far below the parser's recursion limit.
+- only JSON media types and only UTF-8;
+- per event (``shape_problem``): no lone surrogates from ``\\u`` escapes, no duplicate
+  keys, and a nesting depth far above any event's but far below the parser's recursion
+  limit.
 """
 
 from __future__ import annotations
@@ -86,49 +88,75 @@ def gunzip_limited(body: bytes, limit: int) -> bytes:
     return inflated
 
 
-class _DuplicateKey(ValueError):
-    pass
+class _Object(dict[str, Any]):
+    """A JSON object that remembers a key it was given twice (which one should win is a
+    guess), so the event holding it is refused rather than the whole body."""
+
+    duplicate: str | None = None
 
 
-def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    made = dict(pairs)
+def _object_noting_duplicates(pairs: list[tuple[str, Any]]) -> _Object:
+    made = _Object(pairs)
     if len(made) != len(pairs):
         seen: set[str] = set()
         for name, _ in pairs:
             if name in seen:
-                shown = name if len(name) <= 64 else f"{name[:64]}…"
-                raise _DuplicateKey(f"key {shown!r} appears more than once in one object")
+                made.duplicate = name
+                break
             seen.add(name)
     return made
 
 
-def _deeper_than(value: Any, limit: int) -> bool:
-    pending: list[tuple[Any, int]] = [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        children = item.values() if isinstance(item, dict) else item
-        if not isinstance(item, dict | list):
-            continue
-        if depth > limit:
-            return True
-        pending.extend((child, depth + 1) for child in children)
+def _not_unicode(text: str) -> bool:
+    """JSON's \\ud800 escapes decode to lone surrogates, which no UTF-8 encoder (Avro,
+    Kafka, ClickHouse) takes."""
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
     return False
 
 
+def shape_problem(value: Any, depth_limit: int = MAX_JSON_DEPTH) -> str | None:
+    """Why a parsed JSON value cannot go further: nested too deep, a key given twice, or
+    a string that is not Unicode. Checked per event, so one such event in a batch is
+    refused alone."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, str):
+            if _not_unicode(item):
+                return "holds a string that is not valid Unicode (a lone surrogate escape)"
+            continue
+        if not isinstance(item, dict | list):
+            continue
+        if depth > depth_limit:
+            return f"is nested more than {depth_limit} levels deep"
+        if isinstance(item, dict):
+            if (name := getattr(item, "duplicate", None)) is not None:
+                shown = name if len(name) <= 64 else f"{name[:64]}…"
+                return f"has the key {shown!r} more than once in one object"
+            pending.extend((key, depth) for key in item)
+            pending.extend((child, depth + 1) for child in item.values())
+        else:
+            pending.extend((child, depth + 1) for child in item)
+    return None
+
+
 def parse_json(body: bytes) -> Any:
+    """The body as JSON, or a 400. Its shape is judged per event (``shape_problem``)."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         message = f"is not UTF-8: {exc.reason} at byte {exc.start}"
         raise BodyError(400, "malformed_json", message) from None
     try:
-        payload = json.loads(text, object_pairs_hook=_object_without_duplicates)
-    except RecursionError:
+        return json.loads(text, object_pairs_hook=_object_noting_duplicates)
+    except RecursionError:  # far deeper than any event: the parser itself gives up
         raise BodyError(
             400, "malformed_json", f"is nested more than {MAX_JSON_DEPTH} levels deep"
         ) from None
-    except ValueError as exc:  # JSONDecodeError, a duplicate key, a 5000-digit integer
+    except ValueError as exc:  # JSONDecodeError, a 5000-digit integer
         raise BodyError(400, "malformed_json", f"is not valid JSON: {exc}") from None
-    if _deeper_than(payload, MAX_JSON_DEPTH):
-        raise BodyError(400, "malformed_json", f"is nested more than {MAX_JSON_DEPTH} levels deep")
-    return payload

@@ -19,6 +19,7 @@ from collector.body import (
     is_gzipped,
     parse_json,
     read_limited,
+    shape_problem,
 )
 from tests.strategies import JSON_VALUES
 
@@ -33,14 +34,22 @@ def test_any_bytes_are_json_or_a_400_with_a_reason(body: bytes) -> None:
 
 @pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 10_000, 200_000])
 def test_deep_nesting_is_refused_whatever_the_depth(depth: int) -> None:
-    with pytest.raises(BodyError, match="nested more than"):
-        parse_json(b"[" * depth + b"]" * depth)
-    parse_json(b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH)
+    body = b"[" * depth + b"]" * depth
+    try:
+        parsed = parse_json(body)
+    except BodyError as refused:  # deeper than the parser goes: the whole body
+        assert "nested more than" in refused.message
+    else:  # within the parser's reach: the event that holds it
+        assert "nested more than" in (shape_problem(parsed) or "")
+    shallow = parse_json(b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH)
+    assert shape_problem(shallow) is None
 
 
-def test_duplicate_keys_are_refused_at_any_level() -> None:
-    with pytest.raises(BodyError, match="'a' appears more than once"):
-        parse_json(b'{"x": {"a": 1, "a": 2}}')
+def test_duplicate_keys_and_lone_surrogates_are_the_events_problem() -> None:
+    assert "'a' more than once" in (shape_problem(parse_json(b'{"x": {"a": 1, "a": 2}}')) or "")
+    assert "not valid Unicode" in (shape_problem(parse_json(b'{"x": ["\\ud800"]}')) or "")
+    assert "not valid Unicode" in (shape_problem(parse_json(b'{"\\udc00": 1}')) or "")
+    assert shape_problem(parse_json('{"x": "字 \\u00e9"}'.encode())) is None
 
 
 @pytest.mark.parametrize(

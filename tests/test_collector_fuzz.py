@@ -18,6 +18,12 @@ from tests.strategies import JSON_VALUES, valid_events
 from tests.test_collector import NOW, client_for
 
 CATALOG = default_catalog()
+# what JSON escapes can carry that UTF-8 cannot: lone surrogates, and control characters
+ODD_TEXT = st.text(
+    st.characters(min_codepoint=0, max_codepoint=0x1F) | st.characters(categories=["Cs"]),
+    min_size=1,
+    max_size=4,
+)
 
 
 @st.composite
@@ -28,7 +34,7 @@ def mutated_events(draw: st.DrawFn) -> Any:
         where = draw(st.sampled_from(["envelope", "properties"]))
         target = event if where == "envelope" else event["properties"]
         if target:
-            target[draw(st.sampled_from(sorted(target)))] = draw(JSON_VALUES)
+            target[draw(st.sampled_from(sorted(target)))] = draw(JSON_VALUES | ODD_TEXT)
     return event
 
 

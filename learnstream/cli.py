@@ -129,9 +129,13 @@ def _run_query(args: argparse.Namespace, library: dict[str, query_library.NamedQ
     found = _via_endpoint(settings, sql)
     columns, rows = found if found is not None else _direct(settings, sql)
     if args.plot is not None:
-        from learnstream.plots import plot_time_series
+        from learnstream.plots import PlotError, plot_time_series
 
-        plot_time_series(columns, rows, args.plot, title=args.sql if args.sql in library else "")
+        title = args.sql if args.sql in library else ""
+        try:
+            plot_time_series(columns, rows, args.plot, title=title)
+        except PlotError as exc:  # e.g. no rows yet: a message, never a traceback
+            raise SystemExit(f"cannot plot: {exc}") from None
         print(f"wrote {args.plot}")
         return 0
     print(render(columns, rows, args.format))

@@ -16,19 +16,15 @@ from typing import Any
 
 import jwt
 
+from learnstream.refusal import Refusal
 from schemas.validation import FieldError
 
 USER_TOKEN_HEADER = "x-user-token"
 USER_TOKEN_ALGORITHMS = ["HS256"]
 
 
-class AuthError(Exception):
+class AuthError(Refusal):
     """The request as a whole is refused: 401 (who are you?) or 403 (not allowed)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclass(frozen=True)

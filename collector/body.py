@@ -18,18 +18,18 @@ import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+from learnstream.refusal import Refusal
+
 MAX_JSON_DEPTH = 32
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
 
 
-class BodyError(Exception):
+class BodyError(Refusal):
     """Why a body was refused; ``raw`` is what was read of it, for the dead letter."""
 
     def __init__(self, status: int, reason: str, message: str, raw: bytes = b"") -> None:
-        super().__init__(message)
-        self.status = status
+        super().__init__(status, message)
         self.reason = reason  # the metrics label
-        self.message = message
         self.raw = raw
 
 

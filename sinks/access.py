@@ -25,6 +25,8 @@ from typing import Any
 
 import jwt
 
+from learnstream.refusal import Refusal
+
 
 class Role(StrEnum):
     STUDENT = "student"
@@ -34,13 +36,8 @@ class Role(StrEnum):
     SYSTEM_ADMIN = "system_admin"
 
 
-class AccessError(Exception):
+class AccessError(Refusal):
     """401 (who are you?) or 403 (not allowed), with the reason for the caller."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclass(frozen=True)

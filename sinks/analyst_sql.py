@@ -22,6 +22,7 @@ from typing import Any
 
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
+from learnstream.refusal import Refusal
 from learnstream.settings import Settings
 
 # Table functions that read only generated data, given literals or the database's own
@@ -58,13 +59,8 @@ _MEMORY_LIMIT_EXCEEDED = 241
 _TOO_MANY_ROWS_OR_BYTES = 396
 
 
-class QueryRefused(Exception):
+class QueryRefused(Refusal):
     """A 4xx for the analyst: the status and what was refused, in words."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclass(frozen=True)

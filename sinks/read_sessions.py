@@ -10,7 +10,7 @@ that chdb leaves behind after a failed query once made every later insert fail.
 from __future__ import annotations
 
 import asyncio
-import queue
+import functools
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -47,25 +47,48 @@ def open_client(settings: Settings, session_settings: Sequence[tuple[str, Any]])
 
 
 class ReadPool:
-    """Sessions, each used by one worker thread of its own."""
+    """Sessions, each used by one worker thread of its own.
 
-    def __init__(self, clients: Sequence[Any], name: str) -> None:
-        self._clients = list(clients)
-        self._spare: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        for client in self._clients:
-            self._spare.put(client)
+    A session whose query failed is replaced by a fresh one before its next query: on
+    chdb a query that failed while streaming its result (a result over the row limit)
+    leaves the rest of that stream on the handle, and the next query on it reads that
+    instead of its own answer (seen: IndexError, "unrecognized data found in stream")."""
+
+    def __init__(self, open_session: Callable[[], Any], size: int, name: str) -> None:
+        self._open_session = open_session
+        self._size = size
+        self._clients: list[Any] = []  # every session opened and not yet closed
+        self._lock = threading.Lock()
         self._own = threading.local()
-        self._threads = ThreadPoolExecutor(
-            len(self._clients), thread_name_prefix=name, initializer=self._adopt
-        )
-        self._admitted = threading.BoundedSemaphore(len(self._clients))
+        self._threads = ThreadPoolExecutor(size, thread_name_prefix=name)
+        self._admitted = threading.BoundedSemaphore(size)
 
-    def _adopt(self) -> None:
-        # runs once in each worker thread as it starts: that thread's client for good
-        self._own.client = self._spare.get_nowait()
+    def _client(self) -> Any:
+        client = getattr(self._own, "client", None)
+        if client is None:
+            client = self._open_session()
+            with self._lock:
+                self._clients.append(client)
+            self._own.client = client
+        return client
+
+    def _renew(self) -> None:
+        client = self._own.client
+        self._own.client = None
+        with self._lock:
+            self._clients.remove(client)
+        client.close()
+
+    def _in_session(self, call: Callable[[Any], T]) -> T:
+        try:
+            return call(self._client())
+        except BaseException:
+            if getattr(self._own, "client", None) is not None:
+                self._renew()
+            raise
 
     def _submit(self, call: Callable[[Any], T]) -> Future[T]:
-        return self._threads.submit(lambda: call(self._own.client))
+        return self._threads.submit(self._in_session, call)
 
     async def run(self, call: Callable[[Any], T]) -> T:
         """``call(client)`` on the next free session, waiting for one if all are busy."""
@@ -74,7 +97,7 @@ class ReadPool:
     async def run_now(self, call: Callable[[Any], T]) -> T:
         """``call(client)`` on a free session, or ``Busy`` at once."""
         if not self._admitted.acquire(blocking=False):
-            raise Busy(f"all {len(self._clients)} sessions are running a query")
+            raise Busy(f"all {self._size} sessions are running a query")
         try:
             running = self._submit(call)
         except BaseException:
@@ -87,8 +110,10 @@ class ReadPool:
 
     def close(self) -> None:
         self._threads.shutdown(wait=True, cancel_futures=True)
-        for client in self._clients:
-            client.close()
+        with self._lock:
+            for client in self._clients:
+                client.close()
+            self._clients.clear()
 
 
 @dataclass(frozen=True)
@@ -103,22 +128,26 @@ class ReadSessions:
 
     @classmethod
     def open(cls, settings: Settings) -> ReadSessions:
+        """Sessions open on first use, in their own threads; one is opened now to learn
+        the table functions this ClickHouse has, which also shows it can be reached."""
         limits = AnalystLimits.from_settings(settings)
-        clients: list[Any] = []
+        probe = open_client(settings, limits.session_settings())
         try:
-            for _ in range(LEARNER_SESSIONS):
-                clients.append(open_client(settings, [("readonly", 1)]))
-            for _ in range(settings.analyst_max_concurrent_queries):
-                clients.append(open_client(settings, limits.session_settings()))
-            functions = analyst_sql.table_function_names(clients[-1])
-        except Exception:
-            for client in clients:
-                client.close()
-            raise
+            functions = analyst_sql.table_function_names(probe)
+        finally:
+            probe.close()
         return cls(
             settings.clickhouse_database,
-            ReadPool(clients[:LEARNER_SESSIONS], "learner-reads"),
-            ReadPool(clients[LEARNER_SESSIONS:], "analyst-sql"),
+            ReadPool(
+                functools.partial(open_client, settings, [("readonly", 1)]),
+                LEARNER_SESSIONS,
+                "learner-reads",
+            ),
+            ReadPool(
+                functools.partial(open_client, settings, limits.session_settings()),
+                settings.analyst_max_concurrent_queries,
+                "analyst-sql",
+            ),
             limits,
             functions,
         )

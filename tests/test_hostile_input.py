@@ -46,7 +46,7 @@ from tests.test_projection_tables import _encoder, _progress
 
 CATALOG = default_catalog()
 REGISTRY = FileSchemaRegistry.from_files(CATALOG)
-READER_SECRET = "hostile-suite-reader-secret"
+READER_SECRET = "hostile-suite-reader-secret-0123456789"
 ADMIN = {"sub": "ops", "role": "system_admin", "org": None}
 
 

@@ -74,13 +74,21 @@ def _avro_to_json_schema(avro: Any) -> dict[str, Any]:
             "type": "object",
             "additionalProperties": False,
             "properties": {
-                f["name"]: {**_avro_to_json_schema(f["type"]), "description": f.get("doc", "")}
+                f["name"]: {**_field_json_schema(f), "description": f.get("doc", "")}
                 for f in avro["fields"]
                 if not f.get("ls.server_owned")
             },
             "required": [f["name"] for f in avro["fields"] if "default" not in f],
         }
     return _avro_to_json_schema(kind) if isinstance(kind, str | list) else {}
+
+
+def _field_json_schema(field: dict[str, Any]) -> dict[str, Any]:
+    """A field's JSON schema; ids that take integers (``ls.coerce``) say so."""
+    schema = _avro_to_json_schema(field["type"])
+    if field.get("ls.coerce") == "string":
+        return {"anyOf": [schema, {"type": "integer"}]}
+    return schema
 
 
 def event_json_schema() -> dict[str, Any]:

@@ -173,10 +173,16 @@ def create_app(
             raise
 
     def prepare(
-        payload: Any, received_at: datetime, caller: Caller, sender: Sender
+        payload: Any,
+        received_at: datetime,
+        caller: Caller,
+        sender: Sender,
+        batch_sent_at: str | None = None,
     ) -> _Record | _Refusal:
         if (problem := shape_problem(payload)) is not None:
             return _Refusal(400, "malformed_json", (FieldError("(event)", problem),))
+        if batch_sent_at is not None and isinstance(payload, dict) and "sent_at" not in payload:
+            payload = {**payload, "sent_at": batch_sent_at}  # the event's own wins
         bound = bind_to_caller(caller, payload)
         if isinstance(bound, tuple):
             return _Refusal(403, "forbidden", bound)
@@ -273,15 +279,14 @@ def create_app(
             records: list[_Record] = []
             rejected: list[dict[str, Any]] = []
             for index, event in enumerate(events):
-                stamped = event
-                if sent_at is not None and isinstance(event, dict) and "sent_at" not in event:
-                    stamped = {**event, "sent_at": sent_at}
-                prepared = prepare(stamped, received_at, caller, sender)
+                prepared = prepare(event, received_at, caller, sender, sent_at)
                 if isinstance(prepared, _Record):
                     records.append(prepared)
                     continue
                 event_id = event.get("event_id") if isinstance(event, dict) else None
-                if not isinstance(event_id, str) or len(event_id) > 64:  # ids only, short
+                # echoed only if it can be an id: short ASCII text ("\ud800" cannot be
+                # encoded as JSON's UTF-8, and [[Infinity]] not at all)
+                if not isinstance(event_id, str) or len(event_id) > 64 or not event_id.isascii():
                     event_id = None
                 errors = _errors(prepared.errors)
                 rejected.append({"index": index, "event_id": event_id, "errors": errors})
@@ -331,6 +336,9 @@ def _batch_shape(payload: Any) -> tuple[list[Any], str | None]:
         raise _BadRequest(
             413, "too_large", (FieldError("events", f"more than {MAX_BATCH_EVENTS} events"),)
         )
+    wrapper = {name: value for name, value in payload.items() if name != "events"}
+    if (problem := shape_problem(wrapper)) is not None:  # the events: one by one, later
+        raise _BadRequest(400, "malformed_json", (FieldError("(body)", problem),))
     if (duplicate := getattr(payload, "duplicate", None)) is not None:
         message = f"has the key {duplicate!r} more than once"
         raise _BadRequest(400, "malformed_json", (FieldError("(body)", message),))

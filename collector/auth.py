@@ -89,6 +89,12 @@ class Authenticator:
         return subject
 
 
+def _as_id(value: Any) -> Any:
+    """Ids as they are stored: apps send integer ids (Laravel's ``$user->id``) too, and
+    validation keeps them as their decimal text, so 42 and "42" are the same learner."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 def bind_to_caller(caller: Caller, event: Any) -> Any | tuple[FieldError, ...]:
     """The event with the caller's organization (and learner) filled in, or why it may
     not be written by this caller. Non-objects pass through for validation to explain."""
@@ -96,14 +102,14 @@ def bind_to_caller(caller: Caller, event: Any) -> Any | tuple[FieldError, ...]:
         return event
     bound = dict(event)
     if caller.organization_id is not None:
-        claimed = event.get("organization_id")
+        claimed = _as_id(event.get("organization_id"))
         if claimed is not None and claimed != caller.organization_id:
             return (
                 FieldError("organization_id", "belongs to another organization than the write key"),
             )
         bound["organization_id"] = caller.organization_id
     if caller.user_id is not None:
-        claimed = event.get("user_id")
+        claimed = _as_id(event.get("user_id"))
         if claimed is not None and claimed != caller.user_id:
             return (FieldError("user_id", "does not match the end-user token's subject"),)
         bound["user_id"] = caller.user_id

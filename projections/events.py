@@ -48,11 +48,22 @@ class Event:
         """Accepts both a decoded Avro datum and the collector's JSON shape."""
         device_info = envelope.get("device_info") or {}
         user_id = envelope.get("user_id")
+        properties = envelope.get("properties") or {}
         return cls(
             event_id=str(envelope["event_id"]),
             event_type=str(envelope["event_type"]),
             timestamp=parse_instant(envelope["timestamp"]),
             user_id=None if user_id is None else str(user_id),
-            timezone=device_info.get("timezone") if isinstance(device_info, Mapping) else None,
-            properties=envelope.get("properties") or {},
+            timezone=_timezone(device_info, properties),
+            properties=properties,
         )
+
+
+def _timezone(device_info: Any, properties: Any) -> str | None:
+    """The device's zone; else the one seed 001's session_start carries in its
+    properties (``user.timezone``), so such an app's learners get their own calendar."""
+    for source in (device_info, properties):
+        found = source.get("timezone") if isinstance(source, Mapping) else None
+        if isinstance(found, str) and found:
+            return found
+    return None

@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
+# Learning done: content, questions and games completed, and every completed study
+# session, whichever seed's app reports it (seed 000 session_completed, 001 session_end,
+# 002 session_ended, 003 session_result), as study time comes from the same sessions.
 ACTIVITY_TYPES = frozenset(
     {
         "lesson_completed",
@@ -19,7 +22,12 @@ ACTIVITY_TYPES = frozenset(
         "question_submit",
         "material_complete",
         "session_completed",
+        "session_end",
+        "session_ended",
+        "session_result",
         "game_stage_complete",
+        "assignment_completed",
+        "challenge_completed",
     }
 )
 

@@ -6,8 +6,9 @@ belongs in the event store (ClickHouse), the fold keeps the totals that the lear
 live progress needs.
 
 - Sessions: started = session_start / session_started events; completed =
-  session_end / session_ended / session_completed; study time = their
-  duration_seconds (total_duration on session_completed); pauses = session_pause.
+  session_end / session_ended / session_completed / session_result (seed 003's language
+  sessions); study time = their duration_seconds (total_duration on
+  session_completed), 0 when absent; pauses = session_pause.
   Completion rate = completed / started (seed 000), unset before any start.
 - Course progress (seed 002): per course_id, the distinct content_ids completed by
   lesson_completed or quiz_completed. The percentage needs the course's size, which
@@ -25,7 +26,7 @@ from typing import Any
 from projections.events import Event
 
 SESSION_STARTS = frozenset({"session_start", "session_started"})
-SESSION_ENDS = frozenset({"session_end", "session_ended", "session_completed"})
+SESSION_ENDS = frozenset({"session_end", "session_ended", "session_completed", "session_result"})
 CONTENT_COMPLETIONS = frozenset({"lesson_completed", "quiz_completed"})
 RECENT_DAYS = 30  # daily stats published with a learner's progress
 

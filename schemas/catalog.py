@@ -44,6 +44,7 @@ class EventType:
     requires: tuple[str, ...]
     schema: Schema
     parsed: Any
+    aliases: tuple[str, ...] = ()  # other names apps send it under (ls.aliases)
 
     @property
     def subject(self) -> str:
@@ -52,6 +53,13 @@ class EventType:
 
 def _camel(event_type: str) -> str:
     return "".join(part.capitalize() for part in event_type.split("_"))
+
+
+def lower_camel(name: str) -> str:
+    """``game_stage_complete`` -> ``gameStageComplete``: seed 004 declares event_type as
+    "string (camelCase)", while every example it gives is snake_case."""
+    first, *rest = name.split("_")
+    return first + "".join(part.capitalize() for part in rest)
 
 
 def _load_json(path: Path) -> Schema:
@@ -73,11 +81,60 @@ def compose(envelope: Schema, properties: Schema) -> Schema:
     return composed
 
 
+def _records(schema: Any) -> Iterator[Schema]:
+    """Every record schema inside ``schema`` (itself included), however nested."""
+    if isinstance(schema, list):
+        for branch in schema:
+            yield from _records(branch)
+    elif isinstance(schema, dict):
+        if schema.get("type") == "record":
+            yield schema
+            for spec in schema["fields"]:
+                yield from _records(spec["type"])
+        elif schema.get("type") in ("array", "map"):
+            yield from _records(schema.get("items", schema.get("values")))
+        elif isinstance(schema.get("type"), dict | list):
+            yield from _records(schema["type"])
+
+
+def check_spellings(schema: Schema, where: str) -> None:
+    """Aliases are other JSON spellings of a field (validation reads keys through them),
+    so each spelling must name one field only: an alias equal to another field's name, or
+    shared by two fields, would make a key mean two things."""
+    for record in _records(schema):
+        owner: dict[str, str] = {}
+        for spec in record["fields"]:
+            for spelling in (spec["name"], *spec.get("aliases", ())):
+                if spelling in owner and owner[spelling] != spec["name"]:
+                    raise ValueError(
+                        f"{where}: {spelling!r} spells both {owner[spelling]!r} "
+                        f"and {spec['name']!r}"
+                    )
+                owner[spelling] = spec["name"]
+
+
 class EventCatalog(Mapping[str, EventType]):
     """Read-only mapping event_type -> EventType."""
 
     def __init__(self, event_types: Mapping[str, EventType]) -> None:
         self._types = dict(event_types)
+        # Other names an app may send an event type under: its ls.aliases (seed 001's
+        # heading "QUESTION_ATTEMPT / QUESTION_SUBMIT" names one event twice) and its
+        # camelCase spelling. Validation stores the type's own name, so one kind of event
+        # is one event_type in every stage and query.
+        self._aliases: dict[str, EventType] = {}
+        for event_type in self._types.values():
+            for alias in (*event_type.aliases, lower_camel(event_type.name)):
+                if alias == event_type.name:
+                    continue
+                taken = self._types.get(alias) or self._aliases.get(alias)
+                if taken is not None and taken.name != event_type.name:
+                    raise ValueError(f"{alias!r} names both {taken.name} and {event_type.name}")
+                self._aliases[alias] = event_type
+
+    def resolve(self, name: str) -> EventType | None:
+        """The event type by its name or by one of its other names."""
+        return self._types.get(name) or self._aliases.get(name)
 
     @classmethod
     def load(cls, avro_dir: Path = AVRO_DIR) -> EventCatalog:
@@ -95,6 +152,7 @@ class EventCatalog(Mapping[str, EventType]):
             if sampling not in SAMPLING_CLASSES:
                 raise ValueError(f"{path}: ls.sampling must be one of {sorted(SAMPLING_CLASSES)}")
             schema = compose(envelope, properties)
+            check_spellings(schema, str(path))
             types[name] = EventType(
                 name=name,
                 category=category,
@@ -102,6 +160,7 @@ class EventCatalog(Mapping[str, EventType]):
                 requires=tuple(properties.get("ls.requires", ())),
                 schema=schema,
                 parsed=parse_schema(copy.deepcopy(schema)),
+                aliases=tuple(properties.get("ls.aliases", ())),
             )
         return cls(types)
 

@@ -6,6 +6,21 @@ the ``ls.*`` rules written next to fields in the ``.avsc`` files (ranges, length
 size limits on every string, map key, map and array (free-form maps included), the
 per-type required ids, and the event-time rules that need the injected clock
 (``schemas.event_time``: the device's clock corrected, then a range every stage takes).
+
+Three rules let apps send what the seeds show them sending (issue 12):
+
+- **Aliases.** A field's Avro ``aliases`` are the other spellings a JSON key may use
+  (seed 002's ``contentId`` for ``content_id``); the datum always holds the field's own
+  name, so every stage and every query sees one name. Both spellings at once is an error
+  naming the field, rather than a silent pick of one.
+- **Integer ids** (``"ls.coerce": "string"``): Laravel's ``$event->user->id`` and seed 000's
+  ids are JSON integers; they are stored as their decimal string (for an array, each
+  integer item), so one learner is one id whichever way the app spells it.
+- **Free-form JSON** (``"ls.json": true``): an object the seeds define as a JSON/JSONB dict
+  (``metadata``, ``filters_applied``) is kept whole as canonical JSON text (sorted keys, no
+  spaces), which ClickHouse's JSON functions read: ``JSONExtractInt(JSONExtractString(
+  properties, 'metadata'), 'attempts')``. Its contents get the same size and number
+  limits as any other value.
 """
 
 from __future__ import annotations
@@ -16,6 +31,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import orjson
 
 from schemas.catalog import EventCatalog, EventType, Schema
 from schemas.event_time import EventTime, event_time
@@ -28,6 +45,8 @@ _INT32 = (-(2**31), 2**31 - 1)
 _INT64 = (-(2**63), 2**63 - 1)
 _FLOAT32_MAX = 3.4028234663852886e38
 _MISSING = object()
+# free-form JSON text (ls.json) at most; an event's encoded size is capped at 900 kB anyway
+DEFAULT_MAX_JSON_TEXT = 65536
 
 
 @dataclass(frozen=True)
@@ -99,6 +118,90 @@ def to_millis(moment: datetime) -> datetime:
     return moment.replace(microsecond=moment.microsecond - moment.microsecond % 1000)
 
 
+_TWICE = object()
+_SPELLINGS: dict[int, tuple[Schema, dict[str, str]]] = {}
+
+
+def _spellings(schema: Schema) -> dict[str, str]:
+    """JSON key -> field name for one record schema: each field's name and its aliases.
+    Memoised by schema object (held, so its id cannot be reused): every event walks its
+    type's records, and schemas live as long as the catalog."""
+    found = _SPELLINGS.get(id(schema))
+    if found is not None and found[0] is schema:
+        return found[1]
+    names: dict[str, str] = {}
+    for spec in schema["fields"]:
+        names[spec["name"]] = spec["name"]
+    for spec in schema["fields"]:  # a field's own name wins over another's alias
+        for alias in spec.get("aliases", ()):
+            names.setdefault(alias, spec["name"])
+    _SPELLINGS[id(schema)] = (schema, names)
+    return names
+
+
+def _id_text(value: Any, path: str) -> Any:
+    """An integer id (or array of them) as decimal text; anything else unchanged, for
+    the type check to judge. 64-bit at most: no app's id is longer, and a 400-digit
+    "id" is someone probing the door."""
+
+    def one(item: Any, where: str) -> Any:
+        if not _is_integer(item):
+            return item
+        if not _INT64[0] <= item <= _INT64[1]:
+            raise _Invalid(where, "an integer id must fit in 64 bits")
+        return str(item)
+
+    if isinstance(value, list) and len(value) <= DEFAULT_MAX_ITEMS:
+        return [one(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    return one(value, path)
+
+
+def _check_free_form(value: Any, path: str) -> None:
+    """Every value inside a free-form object, to the limits the rest of the event has:
+    strings, keys, entries, and numbers that any JSON reader (ClickHouse's included)
+    can take: finite, integers within 64 bits."""
+    if isinstance(value, str):
+        if len(value) > DEFAULT_MAX_STRING:
+            raise _Invalid(path, f"is longer than {DEFAULT_MAX_STRING} characters")
+    elif isinstance(value, bool) or value is None:
+        return
+    elif isinstance(value, int):
+        if not _INT64[0] <= value <= _INT64[1]:
+            raise _Invalid(path, f"integer out of range [{_INT64[0]}, {_INT64[1]}]")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise _Invalid(path, "must be a finite number")
+    elif isinstance(value, list):
+        if len(value) > DEFAULT_MAX_ITEMS:
+            raise _Invalid(path, f"has more than {DEFAULT_MAX_ITEMS} items")
+        for i, item in enumerate(value):
+            _check_free_form(item, f"{path}[{i}]")
+    elif isinstance(value, dict):
+        if len(value) > DEFAULT_MAX_ITEMS:
+            raise _Invalid(path, f"has more than {DEFAULT_MAX_ITEMS} entries")
+        for key, item in value.items():
+            if len(key) > MAX_MAP_KEY:
+                message = f"key {_shown(key)} is longer than {MAX_MAP_KEY} characters"
+                raise _Invalid(path, message)
+            _check_free_form(item, f"{path}.{key}")
+    else:  # pragma: no cover - json.loads makes nothing else
+        raise _Invalid(path, f"is not JSON, got {_type_name(value)}")
+
+
+def _json_text(value: Any, path: str) -> str:
+    """A free-form JSON object as canonical text: sorted keys, no spaces, UTF-8 as is.
+    Canonical, so equal objects are equal strings (GROUP BY and dedup agree); lossless,
+    because numbers, booleans, nulls and nesting survive, unlike a map of strings."""
+    if not isinstance(value, dict):
+        raise _Invalid(path, f"must be an object, got {_type_name(value)}")
+    _check_free_form(value, path)
+    try:
+        text: str = orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except orjson.JSONEncodeError as exc:  # a lone surrogate: not text any reader takes
+        raise _Invalid(path, f"is not valid JSON text: {exc}") from None
+    return text
+
+
 class _Converter:
     """Collects every error in the event rather than stopping at the first."""
 
@@ -107,9 +210,14 @@ class _Converter:
 
     def field(self, spec: Schema, value: Any, path: str) -> Any:
         try:
-            if spec.get("ls.coerce") == "string" and _is_integer(value):
-                value = str(value)  # seed 000 sends numeric ids; ids are strings here
-            datum = self.value(spec["type"], value, path)
+            if spec.get("ls.json"):
+                datum: Any = None if value is None else _json_text(value, path)
+                if datum is None and "null" not in spec["type"]:
+                    raise _Invalid(path, "must not be null")
+            else:
+                if spec.get("ls.coerce") == "string":
+                    value = _id_text(value, path)
+                datum = self.value(spec["type"], value, path)
             self._check_rules(spec, datum, path)
             return datum
         except _Invalid as invalid:
@@ -156,14 +264,13 @@ class _Converter:
     def record(self, schema: Schema, value: Any, path: str) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise _Invalid(path, f"must be an object, got {_type_name(value)}")
-        known = {f["name"] for f in schema["fields"]}
-        for extra in sorted(set(value) - known):
-            name = extra if len(extra) <= MAX_MAP_KEY else f"{extra[:MAX_MAP_KEY]}…"
-            self.errors.append(FieldError(_join(path, name), "unknown field"))
+        given = self._by_field(schema, value, path)
         datum: dict[str, Any] = {}
         for spec in schema["fields"]:
             name, field_path = spec["name"], _join(path, spec["name"])
-            raw = value.get(name, _MISSING)
+            raw = given.get(name, _MISSING)
+            if raw is _TWICE:
+                continue  # already explained; "is required" would only confuse
             if spec.get("ls.server_owned"):
                 if raw is not _MISSING:
                     self.errors.append(
@@ -179,6 +286,28 @@ class _Converter:
                 continue
             datum[name] = self.field(spec, raw, field_path)
         return datum
+
+    def _by_field(self, schema: Schema, value: dict[str, Any], path: str) -> dict[str, Any]:
+        """The JSON object's values by field name, its keys read through the fields'
+        aliases. Unknown keys and a field given under two spellings are errors."""
+        spellings = _spellings(schema)
+        given: dict[str, Any] = {}
+        key_of: dict[str, str] = {}
+        unknown: list[str] = []
+        for key, raw in value.items():
+            name = spellings.get(key)
+            if name is None:
+                unknown.append(key)
+            elif name in key_of:
+                message = f"is given twice, as {key_of[name]!r} and {key!r}; send one"
+                self.errors.append(FieldError(_join(path, name), message))
+                given[name] = _TWICE
+            else:
+                key_of[name], given[name] = key, raw
+        for extra in sorted(unknown):
+            name = extra if len(extra) <= MAX_MAP_KEY else f"{extra[:MAX_MAP_KEY]}…"
+            self.errors.append(FieldError(_join(path, name), "unknown field"))
+        return given
 
     def _union(self, branches: list[Any], value: Any, path: str) -> Any:
         if value is None:
@@ -264,7 +393,8 @@ class _Converter:
         if "ls.enum" in spec and datum not in spec["ls.enum"]:
             raise _Invalid(path, f"must be one of {spec['ls.enum']}, got {_shown(datum)}")
         if isinstance(datum, str):
-            longest = spec.get("ls.maxLength", DEFAULT_MAX_STRING)
+            fallback = DEFAULT_MAX_JSON_TEXT if spec.get("ls.json") else DEFAULT_MAX_STRING
+            longest = spec.get("ls.maxLength", fallback)
             if len(datum) > longest:
                 raise _Invalid(path, f"is longer than {longest} characters")
             shortest = spec.get("ls.minLength", 0)
@@ -293,7 +423,7 @@ def validate_event(
     event_type_name = payload.get("event_type")
     if not isinstance(event_type_name, str):
         return Rejected((FieldError("event_type", "is required and must be a string"),))
-    event_type = catalog.get(event_type_name)
+    event_type = catalog.resolve(event_type_name)
     if event_type is None:
         return Rejected(
             (FieldError("event_type", f"unknown event type {_shown(event_type_name)}"),)
@@ -301,6 +431,7 @@ def validate_event(
 
     converter = _Converter()
     datum = converter.record(event_type.schema, dict(payload), "")
+    datum["event_type"] = event_type.name  # the stored name, whichever name was sent
     errors = converter.errors
     for required in event_type.requires:
         if datum.get(required) is None and not any(e.field == required for e in errors):

@@ -21,7 +21,25 @@ JSON_VALUES = st.recursive(
 SAFE_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=12)
 
 
+# what a free-form JSON field (ls.json) takes: any object of finite JSON values
+FREE_FORM = st.dictionaries(
+    SAFE_TEXT,
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(-(2**63), 2**63 - 1)
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | SAFE_TEXT,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(SAFE_TEXT, inner, max_size=3),
+        max_leaves=8,
+    ),
+    max_size=4,
+)
+
+
 def _for_type(schema: Any, spec: Schema) -> st.SearchStrategy[Any]:
+    if spec.get("ls.json"):
+        return st.none() | FREE_FORM if "null" in schema else FREE_FORM
     if isinstance(schema, list):
         branches = [_for_type(b, spec) for b in schema if b != "null"]
         nullable = "null" in schema

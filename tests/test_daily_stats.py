@@ -19,6 +19,7 @@ KINDS = (
     "session_start",
     "session_end",
     "session_completed",
+    "session_result",
     "question_submit",
     "material_open",
     "xp_earned",
@@ -36,7 +37,7 @@ def cohort(seed: int, count: int) -> list[dict[str, Any]]:
         event["user_id"] = f"learner-{rng.randrange(6)}"
         event["organization_id"] = rng.choice(["org-a", "org-b"])
         props = event["properties"]
-        if kind in ("session_end",):
+        if kind in ("session_end", "session_result"):
             props["duration_seconds"] = rng.randrange(60, 3600)
         if kind == "session_completed":
             props["total_duration"] = rng.randrange(60, 3600)
@@ -61,10 +62,11 @@ def expected_user_days(events: list[dict[str, Any]]) -> dict[tuple[str, str, dat
         kind, props = e["event_type"], e["properties"]
         row[0] += 1.0
         row[1] += kind == "session_start"
-        row[2] += kind in ("session_end", "session_completed")
+        completed = kind in ("session_end", "session_completed", "session_result")
+        row[2] += completed
         row[3] += (
             props.get("total_duration" if kind == "session_completed" else "duration_seconds", 0)
-            if kind in ("session_end", "session_completed")
+            if completed
             else 0
         )
         row[4] += kind == "question_submit"

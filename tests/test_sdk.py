@@ -99,11 +99,12 @@ def test_invalid_events_in_a_batch_are_dropped_with_their_reasons(
     with collector(settings) as http:
         tracker = Tracker("", tmp_path / "outbox.db", http=http, background=False)
         good = tracker.track("question_submit", answer(1), user_id="ada")
-        tracker.track("question_submit", {"topic_id": "no question id"}, user_id="ada")
+        # seeds require no question_id (issue 12); a wrongly typed field is still refused
+        tracker.track("question_submit", {"topic_id": "t", "is_correct": "yes"}, user_id="ada")
         with caplog.at_level(logging.ERROR, logger="learnstream_sdk"):
             result = tracker.close()
     assert (result.accepted, result.rejected, result.pending) == (1, 1, 0)
-    assert "properties.question_id" in caplog.text
+    assert "properties.is_correct" in caplog.text
     assert raw_ids(settings) == [good]
 
 

@@ -44,7 +44,9 @@ kafka-up: $(STAMP)
 kafka-down: $(STAMP)
 	$(PY) -m devstack kafka stop
 
+# the bench extra (quix-streams peer, py-spy) goes into .venv/bench-peer, see bench/peer_env.py
 bench: $(STAMP)
+	$(PY) -m bench.peer_env
 	$(PY) -m bench
 
 clean:

@@ -15,9 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-from bench import dedup_memory, latency, throughput
+from bench import dedup_memory, latency, processors_bench, throughput
 from bench import sink as sink_bench
 from bench.workload import events
 from devstack import kafka
@@ -35,16 +33,6 @@ def _wait_for(check: Any, timeout_s: float, what: str) -> None:
             return
         time.sleep(0.2)
     raise SystemExit(f"bench: timed out waiting for {what}")
-
-
-async def _scratch_topic(settings: Settings, name: str) -> str:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, settings.topic_partitions, 1)])
-    finally:
-        await admin.close()
-    return name
 
 
 def bench_collector(base: Settings, count: int, log: Any) -> list[tuple[str, dict[str, float]]]:
@@ -77,43 +65,6 @@ def bench_collector(base: Settings, count: int, log: Any) -> list[tuple[str, dic
     finally:
         group.stop_all()
     return rows
-
-
-def bench_processors(base: Settings, count: int, log_path: Path) -> dict[str, float]:
-    settings = base.model_copy(update={"topic_prefix": "bp."})
-    asyncio.run(ensure_topics(settings))
-    workload = events(count, seed=3)
-    with log_path.open("a") as log:
-        group = ServiceGroup(env=settings.as_env(), out=log)
-        group.start("processors")
-        try:
-            _wait_for(
-                lambda: "Worker]: Ready" in log_path.read_text(errors="replace"),
-                90,
-                "processors to start",
-            )
-            started = time.perf_counter()
-            asyncio.run(
-                throughput.produce_all(
-                    settings.kafka_bootstrap, settings.topic(EVENTS_RAW), workload
-                )
-            )
-            group_id = settings.topic("learnstream-processors")
-            _wait_for(
-                lambda: asyncio.run(throughput.committed_total(settings, group_id)) >= count,
-                900,
-                "processors to commit every event",
-            )
-            ours = count / (time.perf_counter() - started)
-        finally:
-            group.stop_all()
-    scratch = asyncio.run(_scratch_topic(settings, "bp.raw-baseline"))
-    raw = asyncio.run(
-        throughput.raw_consume_produce(
-            settings.kafka_bootstrap, settings.topic(EVENTS_RAW), scratch, count
-        )
-    )
-    return {"processors_events_per_s": ours, "raw_consume_produce_events_per_s": raw}
 
 
 def bench_latency(
@@ -201,11 +152,11 @@ def print_sink(speed: dict[str, float], delay: dict[str, float], seconds: float)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--collector-events", type=int, default=4000)
-    parser.add_argument("--processor-events", type=int, default=20000)
+    processors_bench.add_arguments(parser)
     parser.add_argument("--dedup-ids", type=int, default=1_000_000)
     parser.add_argument(
         "--only",
-        choices=["collector", "dedup", "latency", "sink"],
+        choices=["collector", "dedup", "latency", "processors", "sink"],
         help="run just one of the benchmarks",
     )
     parser.add_argument("--latency-rates", default="200,1000", help="events/s, comma-separated")
@@ -237,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         log_path = Path(tmp) / "services.log"
         rates = [int(r) for r in args.latency_rates.split(",")]
         collector_rows: list[tuple[str, dict[str, float]]] = []
-        processors: dict[str, float] = {}
+        processors: processors_bench.Results | None = None
         latency_rows: list[dict[str, float]] = []
         sink_figures: tuple[dict[str, float], dict[str, float]] | None = None
         try:
@@ -254,8 +205,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.only in (None, "collector"):
                 with log_path.open("a") as log:
                     collector_rows = bench_collector(base, args.collector_events, log)
-            if args.only is None:
-                processors = bench_processors(base, args.processor_events, log_path)
+            if args.only in (None, "processors"):
+                processors = processors_bench.run(
+                    base, processors_bench.sizes_from(args), Path(tmp)
+                )
             if args.only in (None, "latency"):
                 latency_rows = bench_latency(base, rates, args.latency_seconds, log_path)
         finally:
@@ -264,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         print_sink(*sink_figures, args.latency_seconds)
     if latency_rows:
         print_latency(latency_rows, args.latency_seconds)
-    if args.only in ("latency", "sink"):
+    if processors is not None:
+        processors_bench.report(processors)
+    if args.only in ("latency", "sink", "processors"):
         return 0
     print("\n## Collector (single posts 32 in flight; batches of 100, 4 in flight; acks=all)\n")
     print("| path | events/s | p50 ms per request | p99 ms per request |\n|---|---|---|---|")
@@ -277,18 +232,6 @@ def main(argv: list[str] | None = None) -> int:
     single = best("collector POST /v1/events (") / best("raw aiokafka produce (")
     batch = best("collector POST /v1/events/batch") / best("raw aiokafka produce, 100")
     print(f"\nsingle posts / raw produce: {single:.2f}; batch posts / raw batches: {batch:.2f}")
-    if args.only == "collector":
-        return 0
-    print(f"\n## Processors ({args.processor_events} events, one worker)\n")
-    print(
-        f"| path | events/s |\n|---|---|\n"
-        f"| processors (dedup, sampling, consent, folds, 7 outputs per event) | "
-        f"{processors['processors_events_per_s']:.0f} |\n"
-        f"| raw aiokafka consume + produce one record each | "
-        f"{processors['raw_consume_produce_events_per_s']:.0f} |"
-    )
-    ratio = processors["processors_events_per_s"] / processors["raw_consume_produce_events_per_s"]
-    print(f"\nprocessors / raw: {ratio:.2f}")
     return 0
 
 

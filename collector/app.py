@@ -23,9 +23,11 @@ from collector import api_docs
 from collector.auth import USER_TOKEN_HEADER, Authenticator, AuthError, Caller, bind_to_caller
 from collector.body import (
     BodyError,
+    JsonBody,
     check_media_type,
     gunzip_limited,
     is_gzipped,
+    may_hold_surrogates,
     parse_json,
     read_limited,
     shape_problem,
@@ -157,29 +159,31 @@ def create_app(
             request.headers.get("authorization"), request.headers.get(USER_TOKEN_HEADER)
         )
 
-    async def read_json(request: Request, limit: int) -> tuple[Any, str]:
-        """The parsed body and its text (for dead letters), or a BodyError that holds
-        what was read: the body is read (bounded) before it is judged, so even a refused
-        one is kept as sent."""
+    async def read_json(request: Request, limit: int) -> JsonBody:
+        """The parsed body, or a BodyError that holds what was read: the body is read
+        (bounded) before it is judged, so even a refused one is kept as sent."""
         headers = request.headers
         body = await read_limited(request.stream(), headers.get("content-length"), limit)
         try:
             check_media_type(headers.get("content-type"))
             if is_gzipped(headers.get("content-encoding")):
                 body = gunzip_limited(body, limit)
-            return parse_json(body), body.decode("utf-8", errors="replace")
+            value = parse_json(body)
+            text = body.decode("utf-8", errors="replace")
+            return JsonBody(value, text, may_hold_surrogates(body))
         except BodyError as refused:
             refused.raw = refused.raw or body
             raise
 
     def prepare(
         payload: Any,
+        check_text: bool,
         received_at: datetime,
         caller: Caller,
         sender: Sender,
         batch_sent_at: str | None = None,
     ) -> _Record | _Refusal:
-        if (problem := shape_problem(payload)) is not None:
+        if (problem := shape_problem(payload, check_text=check_text)) is not None:
             return _Refusal(400, "malformed_json", (FieldError("(event)", problem),))
         if batch_sent_at is not None and isinstance(payload, dict) and "sent_at" not in payload:
             payload = {**payload, "sent_at": batch_sent_at}  # the event's own wins
@@ -210,7 +214,7 @@ def create_app(
     async def answer(
         request: Request,
         limit: int,
-        handle: Callable[[Any, str, datetime, Caller, Sender], Awaitable[JSONResponse]],
+        handle: Callable[[JsonBody, datetime, Caller, Sender], Awaitable[JSONResponse]],
     ) -> JSONResponse:
         """Run one request's work: a refused request is explained and dead-lettered, and
         a Kafka that does not acknowledge becomes 503, never a 500 or a silent drop."""
@@ -227,10 +231,11 @@ def create_app(
                     key = caller.key_id
                 except AuthError as refused:
                     refused_caller = refused
-                payload, raw = await read_json(request, limit)
+                body = await read_json(request, limit)
+                raw = body.text
                 if refused_caller is not None:
                     raise refused_caller
-                return await handle(payload, raw, received_at, caller, sender_of(request))
+                return await handle(body, received_at, caller, sender_of(request))
             except AuthError as refused:
                 error = FieldError("Authorization", refused.message)
                 reason = "unauthenticated" if refused.status == 401 else "forbidden"
@@ -254,11 +259,13 @@ def create_app(
         """Validate, enrich and durably store one event."""
 
         async def handle(
-            payload: Any, raw: str, received_at: datetime, caller: Caller, sender: Sender
+            body: JsonBody, received_at: datetime, caller: Caller, sender: Sender
         ) -> JSONResponse:
-            prepared = prepare(payload, received_at, caller, sender)
+            prepared = prepare(body.value, body.check_text, received_at, caller, sender)
             if isinstance(prepared, _Refusal):
-                await reject(raw, prepared.reason, prepared.errors, received_at, caller.key_id)
+                await reject(
+                    body.text, prepared.reason, prepared.errors, received_at, caller.key_id
+                )
                 return JSONResponse({"errors": _errors(prepared.errors)}, prepared.status)
             await publish_all([prepared], received_at)
             return JSONResponse(
@@ -272,14 +279,14 @@ def create_app(
         """Up to 500 events, accepted or rejected one by one."""
 
         async def handle(
-            payload: Any, raw: str, received_at: datetime, caller: Caller, sender: Sender
+            body: JsonBody, received_at: datetime, caller: Caller, sender: Sender
         ) -> JSONResponse:
-            events, sent_at = _batch_shape(payload)
+            events, sent_at = _batch_shape(body.value)
             metrics.batch_size.observe(len(events))
             records: list[_Record] = []
             rejected: list[dict[str, Any]] = []
             for index, event in enumerate(events):
-                prepared = prepare(event, received_at, caller, sender, sent_at)
+                prepared = prepare(event, body.check_text, received_at, caller, sender, sent_at)
                 if isinstance(prepared, _Record):
                     records.append(prepared)
                     continue

@@ -14,8 +14,10 @@ Every refusal here is the request's own fault, so it is a 4xx naming ``(body)``:
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from learnstream.refusal import Refusal
@@ -88,6 +90,16 @@ def gunzip_limited(body: bytes, limit: int) -> bytes:
     return inflated
 
 
+@dataclass(frozen=True)
+class JsonBody:
+    """A request body read and parsed: its value, its text for dead letters, and whether
+    its strings need the Unicode check (see ``may_hold_surrogates``)."""
+
+    value: Any
+    text: str
+    check_text: bool
+
+
 class _Object(dict[str, Any]):
     """A JSON object that remembers a key it was given twice (which one should win is a
     guess), so the event holding it is refused rather than the whole body."""
@@ -119,29 +131,46 @@ def _not_unicode(text: str) -> bool:
     return False
 
 
-def shape_problem(value: Any, depth_limit: int = MAX_JSON_DEPTH) -> str | None:
+_NOT_UNICODE = "holds a string that is not valid Unicode (a lone surrogate escape)"
+# the only way JSON text that is UTF-8 can carry a lone surrogate: a \\uD800-\\uDFFF escape
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def may_hold_surrogates(body: bytes) -> bool:
+    """Whether strings parsed from ``body`` need the Unicode check: one search of the
+    bytes, instead of a look at every string of every event."""
+    return _SURROGATE_ESCAPE.search(body) is not None
+
+
+def shape_problem(
+    value: Any, depth_limit: int = MAX_JSON_DEPTH, check_text: bool = True
+) -> str | None:
     """Why a parsed JSON value cannot go further: nested too deep, a key given twice, or
-    a string that is not Unicode. Checked per event, so one such event in a batch is
-    refused alone."""
+    (with ``check_text``) a string that is not Unicode. Checked per event, so one such
+    event in a batch is refused alone. Only containers are visited unless text is
+    checked: an event has a handful of them and hundreds of leaves."""
+    if not isinstance(value, dict | list):
+        return (
+            _NOT_UNICODE if check_text and isinstance(value, str) and _not_unicode(value) else None
+        )
     pending: list[tuple[Any, int]] = [(value, 1)]
     while pending:
         item, depth = pending.pop()
-        if isinstance(item, str):
-            if _not_unicode(item):
-                return "holds a string that is not valid Unicode (a lone surrogate escape)"
-            continue
-        if not isinstance(item, dict | list):
-            continue
         if depth > depth_limit:
             return f"is nested more than {depth_limit} levels deep"
+        children: Any = item
         if isinstance(item, dict):
             if (name := getattr(item, "duplicate", None)) is not None:
                 shown = name if len(name) <= 64 else f"{name[:64]}…"
                 return f"has the key {shown!r} more than once in one object"
-            pending.extend((key, depth) for key in item)
-            pending.extend((child, depth + 1) for child in item.values())
-        else:
-            pending.extend((child, depth + 1) for child in item)
+            if check_text and any(_not_unicode(key) for key in item):
+                return _NOT_UNICODE
+            children = item.values()
+        for child in children:
+            if isinstance(child, dict | list):
+                pending.append((child, depth + 1))
+            elif check_text and isinstance(child, str) and _not_unicode(child):
+                return _NOT_UNICODE
     return None
 
 

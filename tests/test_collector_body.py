@@ -17,6 +17,7 @@ from collector.body import (
     check_media_type,
     gunzip_limited,
     is_gzipped,
+    may_hold_surrogates,
     parse_json,
     read_limited,
     shape_problem,
@@ -96,3 +97,15 @@ def test_a_body_is_cut_at_the_limit_while_reading() -> None:
     assert refused.value.status == 413 and len(refused.value.raw) == 95
     with pytest.raises(BodyError, match="larger than 10 bytes"):  # refused unread
         asyncio.run(read_limited(_chunks(0, 0), "300000000", 10))
+
+
+@given(st.text(max_size=30))
+def test_the_unicode_check_is_skipped_only_for_bodies_that_cannot_need_it(text: str) -> None:
+    """Lone surrogates reach a parsed string only through a \\uD800-\\uDFFF escape, so a
+    body without one needs no look at its strings."""
+    body = json.dumps({"x": [text]}).encode()  # ensure_ascii: every non-ASCII escaped
+    value = parse_json(body)
+    if not may_hold_surrogates(body):
+        assert shape_problem(value, check_text=True) is None
+    assert may_hold_surrogates(b'{"x": "\\ud800"}') and may_hold_surrogates(b'{"x": "\\uDFFF"}')
+    assert not may_hold_surrogates('{"x": "\\u00e9 字"}'.encode())

@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Environment = Literal["development", "staging", "production"]
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LEARNSTREAM_", frozen=True)
 
-    environment: str = Field(
+    # A Literal, so "prod" or "Production" is refused at start-up instead of silently
+    # running as development (100 % sampling, debug events kept, no required secrets).
+    environment: Environment = Field(
         default="development",
         description="development | staging | production: drives sampling and debug events.",
     )

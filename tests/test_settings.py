@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from learnstream.settings import Settings
 
@@ -20,3 +21,13 @@ def test_settings_survive_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_p
     for name, value in original.as_env().items():
         monkeypatch.setenv(name, value)
     assert Settings() == original
+
+
+@pytest.mark.parametrize("spelled", ["prod", "Production", "live", ""])
+def test_an_unknown_environment_is_refused_not_run_as_development(
+    monkeypatch: pytest.MonkeyPatch, spelled: str
+) -> None:
+    """ "prod" once ran as development: 100 % sampling, debug events kept."""
+    monkeypatch.setenv("LEARNSTREAM_ENVIRONMENT", spelled)
+    with pytest.raises(ValidationError, match="development"):
+        Settings()

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sys
@@ -16,7 +15,7 @@ from collector.app import create_app
 from collector.publisher import KafkaPublisher
 from learnstream.logs import configure_logging
 from learnstream.settings import Settings
-from learnstream.topics import ensure_topics
+from learnstream.topics import ensure_topics_or_exit
 from schemas.catalog import default_catalog
 from schemas.registry import registry_for
 
@@ -37,7 +36,7 @@ def main() -> None:
         return
     settings = Settings()
     configure_logging("collector", settings.log_level)
-    asyncio.run(ensure_topics(settings))
+    ensure_topics_or_exit(settings)
     app = create_app(
         settings,
         default_catalog(),

@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     )
     topic_partitions: int = Field(default=3, ge=1, description="Partitions for created topics.")
     topic_replication: int = Field(default=1, ge=1, description="Replication factor for topics.")
+    kafka_startup_wait_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="A service started while Kafka is down waits this long for it, then exits 75.",
+    )
 
     # Schema registry
     schema_registry_url: str | None = Field(

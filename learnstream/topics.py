@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from learnstream.settings import Settings
 
@@ -58,10 +59,47 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
 )
 
 
-async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
-    """Create any missing topic; existing ones are left as they are."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await asyncio.wait_for(admin.start(), timeout_s)
+async def _started_admin(settings: Settings, wait_s: float) -> AIOKafkaAdminClient:
+    """An admin client on the broker, waiting for it up to ``wait_s``: a service started
+    while Kafka is down (or restarting) waits for it rather than exiting at once. Each
+    failed attempt is logged once, with growing pauses, so an outage is not a log flood."""
+    deadline = time.monotonic() + wait_s
+    pause = 0.5
+    attempt = 1
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        try:
+            await asyncio.wait_for(admin.start(), max(1.0, min(30.0, wait_s)))
+            return admin
+        except (KafkaError, TimeoutError, OSError) as exc:
+            await admin.close()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise KafkaUnreachable(
+                    f"Kafka at {settings.kafka_bootstrap} did not answer within {wait_s:g} s: "
+                    f"{exc!r}"
+                ) from exc
+            log.warning(
+                "Kafka at %s not reachable yet (attempt %d: %r); retrying in %.1f s",
+                settings.kafka_bootstrap,
+                attempt,
+                exc,
+                min(pause, remaining),
+            )
+            await asyncio.sleep(min(pause, remaining))  # one last attempt at the deadline
+            pause, attempt = min(pause * 2, 10.0), attempt + 1
+
+
+class KafkaUnreachable(RuntimeError):
+    """The broker did not answer at start-up within the wait: try again later."""
+
+
+async def ensure_topics(settings: Settings, wait_s: float | None = None) -> None:
+    """Create any missing topic; existing ones are left as they are. Waits for Kafka up
+    to ``wait_s`` (``settings.kafka_startup_wait_s`` by default)."""
+    admin = await _started_admin(
+        settings, settings.kafka_startup_wait_s if wait_s is None else wait_s
+    )
     try:
         existing = set(await admin.list_topics())
         missing = [
@@ -81,3 +119,17 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
             log.info("created topics %s", [t.name for t in missing])
     finally:
         await admin.close()
+
+
+EX_TEMPFAIL = 75  # sysexits.h: "try again later", which supervisors restart
+
+
+def ensure_topics_or_exit(settings: Settings) -> None:
+    """For entry points: the topics, once Kafka answers; if it never does within the
+    wait, exit with 75 so a supervisor (``make run``, systemd, Kubernetes) starts the
+    service again later, rather than with a traceback and 1."""
+    try:
+        asyncio.run(ensure_topics(settings))
+    except KafkaUnreachable as exc:
+        log.error("%s; exiting with %d so a supervisor starts this again later", exc, EX_TEMPFAIL)
+        raise SystemExit(EX_TEMPFAIL) from None

@@ -10,7 +10,7 @@ import asyncio
 import sys
 
 from learnstream.settings import Settings
-from learnstream.topics import ensure_topics
+from learnstream.topics import ensure_topics_or_exit
 from processors.app import create_app
 from processors.generations import PreviousGenerationRunning, handover
 from schemas.catalog import default_catalog
@@ -31,7 +31,7 @@ def main() -> None:
             f"replaying the raw log into generation {generation}; once it has caught up, "
             f"run with LEARNSTREAM_PROCESSORS_GENERATION={generation}"
         )
-    asyncio.run(ensure_topics(settings))
+    ensure_topics_or_exit(settings)
     try:
         emits_from = asyncio.run(handover(settings, settings.processors_generation))
     except PreviousGenerationRunning as exc:

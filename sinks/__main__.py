@@ -19,7 +19,7 @@ from learnstream.topics import (
     EVENTS_DERIVED,
     EVENTS_INVALID,
     REQUESTS_ERASURE,
-    ensure_topics,
+    ensure_topics_or_exit,
 )
 from schemas.catalog import default_catalog
 from schemas.registry import registry_for
@@ -62,7 +62,6 @@ async def serve(settings: Settings) -> None:
             "production needs LEARNSTREAM_READER_TOKEN_SECRET: an open read API shows everyone "
             "everything"
         )
-    await ensure_topics(settings)
     client = connect(settings)
     migrate(client, settings.clickhouse_database)
     writer = ClickHouseWriter(client, settings.clickhouse_database)
@@ -128,6 +127,7 @@ async def serve(settings: Settings) -> None:
 def main() -> None:
     settings = Settings()
     configure_logging("sink", settings.log_level)
+    ensure_topics_or_exit(settings)
     asyncio.run(serve(settings))
 
 

@@ -13,9 +13,10 @@ import logging
 import signal
 import sys
 import threading
+import time
 
 from devstack import kafka
-from devstack.services import ServiceGroup
+from devstack.services import EX_TEMPFAIL, RestartBudget, ServiceGroup
 from learnstream.logs import configure_logging
 from learnstream.settings import Settings
 from learnstream.topics import ensure_topics
@@ -50,6 +51,51 @@ Ctrl-C stops everything.
 """
 
 
+def _how(code: int) -> str:
+    if code == EX_TEMPFAIL:
+        return "asked to be restarted (75)"
+    if code < 0:
+        return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with {code}"
+
+
+def supervise(group: ServiceGroup, budget: RestartBudget, stop: threading.Event) -> int:
+    """Restart every service that stops, however it stopped, while Kafka stays up; 1 once
+    a service spent its restart budget, 0 when asked to stop."""
+    waiting: dict[str, float] = {}  # label -> when it starts again
+    while not stop.wait(0.5):
+        now = time.monotonic()
+        for label, code in group.exited().items():
+            if label in waiting:
+                continue
+            when = budget.next_start(label, now)
+            if when is None:
+                log.error(
+                    "%s %s and was restarted %d times in %.0f s: not restarting it again; "
+                    "stopping the rest",
+                    label,
+                    _how(code),
+                    budget.used(label, now),
+                    budget.window_s,
+                )
+                return 1
+            waiting[label] = when
+            log.warning(
+                "%s %s; restarting it in %.1f s (restart %d of at most %d in %.0f s)",
+                label,
+                _how(code),
+                when - now,
+                budget.used(label, now),
+                budget.max_restarts,
+                budget.window_s,
+            )
+        for label, when in list(waiting.items()):
+            if now >= when:
+                group.restart(label)
+                del waiting[label]
+    return 0
+
+
 def run(settings: Settings) -> int:
     started_kafka = start_kafka(settings)
     group = ServiceGroup(env={})
@@ -60,13 +106,7 @@ def run(settings: Settings) -> int:
     try:
         group.start_all()
         print(banner(settings), flush=True)
-        while not stop_requested.wait(0.5):
-            for label in group.restart_asked():
-                log.warning("%s asked to be restarted; restarted it", label)
-            if exited := group.exited():
-                log.error("service stopped unexpectedly: %s; stopping the rest", exited)
-                code = 1
-                break
+        code = supervise(group, RestartBudget(), stop_requested)
     finally:
         log.info("stopping services...")
         group.stop_all()

@@ -97,6 +97,10 @@ class ServiceGroup:
                 restarted.append(label)
         return restarted
 
+    def restart(self, label: str) -> subprocess.Popen[bytes]:
+        """Start the service that ran as ``label`` again, under the same label."""
+        return self.start(_service_of(self.processes[label]), label)
+
     def kill(self, name: str) -> None:
         """SIGKILL: the crash case, no chance to flush or commit."""
         process = self.processes[name]
@@ -121,3 +125,31 @@ class ServiceGroup:
         while not (done := self.exited()):
             time.sleep(poll_s)
         return done
+
+
+@dataclass
+class RestartBudget:
+    """When a service that stopped may start again, as a supervisor decides it: after a
+    pause that doubles with each restart in the window (a crash loop does not spin), and
+    not at all once ``max_restarts`` fell within ``window_s`` (something is broken that a
+    restart cannot mend; say so and stop, rather than hide it)."""
+
+    max_restarts: int = 10
+    window_s: float = 300.0
+    base_delay_s: float = 0.5
+    max_delay_s: float = 30.0
+    _restarts: dict[str, list[float]] = field(default_factory=dict)
+
+    def next_start(self, label: str, now: float) -> float | None:
+        """When ``label``, which stopped at ``now``, may start again; None: budget spent."""
+        recent = [t for t in self._restarts.get(label, []) if now - t < self.window_s]
+        if len(recent) >= self.max_restarts:
+            self._restarts[label] = recent
+            return None
+        recent.append(now)
+        self._restarts[label] = recent
+        delay: float = min(self.base_delay_s * 2.0 ** (len(recent) - 1), self.max_delay_s)
+        return now + delay
+
+    def used(self, label: str, now: float) -> int:
+        return sum(1 for t in self._restarts.get(label, []) if now - t < self.window_s)

@@ -9,6 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 help:
 	@echo "make run    - start Kafka, collector, processors and sink (Ctrl-C stops all)"
 	@echo "make test   - lint, typecheck and run the whole test suite on the real stack"
+	@echo "make unit   - the tests that need no Kafka broker, in seconds"
 	@echo "make bench  - benchmarks (results go in BENCHMARKS.md)"
 
 $(STAMP): pyproject.toml devstack/system-deps.sh
@@ -33,6 +34,10 @@ typecheck: $(STAMP)
 test: lint typecheck
 	@$(VENV)/bin/pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
+
+# the fast loop: every test that needs no Kafka broker (real chdb included), in seconds
+unit: $(STAMP)
+	$(VENV)/bin/pytest -m "not broker" -q
 
 # the committed API document; tests/test_openapi.py fails when it is stale
 openapi: $(STAMP)

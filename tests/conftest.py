@@ -30,6 +30,18 @@ REPO = Path(__file__).resolve().parent.parent
 APACHE_KAFKA_IMAGE = "apache/kafka:4.4.0"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "broker: needs the real Kafka broker (make unit skips)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that reaches the broker, through any fixture, is marked ``broker``,
+    so ``make unit`` (``-m "not broker"``) is the fast loop without it."""
+    for item in items:
+        if "kafka_bootstrap" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.broker)
+
+
 def _docker_available() -> bool:
     if shutil.which("docker") is None:
         return False

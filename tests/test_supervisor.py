@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -33,7 +34,7 @@ def test_restart_pauses_double_and_the_budget_holds_within_its_window(gaps: list
             assert when is None  # spent: at most 5 restarts in any 60 s
             continue
         assert when is not None
-        assert when - now == min(0.5 * 2 ** len(recent), 8.0)
+        assert when - now == pytest.approx(min(0.5 * 2 ** len(recent), 8.0))
         granted.append(now)
     assert budget.next_start("sink", now) == now + 0.5  # each service has its own budget
 
@@ -68,6 +69,7 @@ def _wait(check: object, timeout_s: float, what: str) -> object:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.broker  # it starts a broker of its own, as make run does
 def test_make_run_restarts_a_sigkilled_service_and_the_pipeline_carries_on(
     tmp_path: Path,
 ) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from learnstream.logs import bound_repeats
 from learnstream.settings import Settings
 from learnstream.topics import ensure_topics_or_exit
 from processors.app import create_app
@@ -38,6 +39,7 @@ def main() -> None:
         raise SystemExit(f"processors: {exc}") from None
     _say(f"generation {settings.processors_generation} emits events from offsets {emits_from}")
     settings.faust_data_dir.mkdir(parents=True, exist_ok=True)  # Faust will not create it
+    bound_repeats()  # aiokafka inside Faust, while a broker is down
     registry = registry_for(settings.schema_registry_url)
     app = create_app(settings, registry, default_catalog(), emits_from)
     sys.argv = [sys.argv[0], "worker", "--loglevel", settings.log_level.lower(), "--without-web"]

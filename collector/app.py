@@ -142,9 +142,13 @@ def create_app(
         errors: tuple[FieldError, ...],
         received_at: datetime,
         key: str | None,
+        event_id: str | None = None,
     ) -> None:
+        """Dead-letter a refusal; the same refusal sent again (a batch re-posted after a
+        503) gets the same letter_id, by its event_id or else its exact input, and the
+        sink keeps one."""
         metrics.rejected.labels(reason).inc()
-        letter = dead_letter(raw, errors, received_at, key_id=key)
+        letter = dead_letter(raw, errors, received_at, key_id=key, event_id=event_id)
         await publisher.publish(invalid_topic, None, letter)
 
     def sender_of(request: Request) -> Sender:
@@ -304,6 +308,7 @@ def create_app(
                     prepared.errors,
                     received_at,
                     caller.key_id,
+                    event_id,
                 )
             await publish_all(records, received_at)
             return JSONResponse({"accepted": len(records), "rejected": rejected}, status_code=202)

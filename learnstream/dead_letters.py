@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -20,6 +21,15 @@ from schemas.validation import FieldError
 
 MAX_RAW_BYTES = 512 * 1024
 MAX_ERRORS = 100
+LETTER_NAMESPACE = uuid.UUID("8f3b9a54-2f0e-4c71-b7a3-5d2c9e61f0b4")
+
+
+def letter_id(source: str, key_id: str | None, event_id: str | None, raw: str) -> str:
+    """The same refusal gets the same id, however often it is sent: by the event's id
+    when it has one (a retried batch re-sends it), else by the exact input, per write key
+    and stage (``source``). The sink keeps one dead letter per id."""
+    what = event_id if event_id else hashlib.sha256(raw.encode("utf-8", "replace")).hexdigest()
+    return str(uuid.uuid5(LETTER_NAMESPACE, f"{source}|{key_id or ''}|{what}"))
 
 
 def bounded_errors(errors: Sequence[FieldError]) -> list[FieldError]:
@@ -49,10 +59,12 @@ def dead_letter(
     received_at: datetime,
     source: str = "collector",
     key_id: str | None = None,
+    event_id: str | None = None,
 ) -> bytes:
     return json.dumps(
         {
             **_bounded_raw(raw),
+            "letter_id": letter_id(source, key_id, event_id, raw),
             "errors": [{"field": e.field, "message": e.message} for e in bounded_errors(errors)],
             "received_at": received_at.isoformat(),
             "source": source,

@@ -72,6 +72,7 @@ class DeadLetter:
             self.topic,
             self.partition,
             self.offset,
+            self.token,  # its letter_id: one per source record
         ]
 
 
@@ -127,6 +128,7 @@ class EventSink:
         self.erased_skipped = 0  # events of erased learners that arrived after the erasure
         self.erasures_applied = 0
         self.dead_lettered = 0
+        self.letters_skipped = 0  # dead letters already stored, refused and sent again
         self._failures_in_a_row = 0
         self._last_failure = ""
 
@@ -234,6 +236,8 @@ class EventSink:
         for route, pending_by_source in by_table.values():
             if route.unique_events:
                 pending_by_source = await self._first_copies(route, pending_by_source)
+            if route.unique_letters:
+                pending_by_source = await self._first_letters(route, pending_by_source)
             for plan in plan_inserts(pending_by_source):
                 if not await self._insert_plan(route, plan, dead):
                     return False
@@ -296,6 +300,24 @@ class EventSink:
             if not self._erasures.drops(user, moment):
                 kept.append(item)
         self.erased_skipped += len(pending) - len(kept)
+        return kept
+
+    async def _first_letters(
+        self, route: Route, pending: dict[tuple[str, int], list[PendingRow]]
+    ) -> dict[tuple[str, int], list[PendingRow]]:
+        """Drop dead letters whose letter_id is already stored or earlier in this batch:
+        the same refusal, sent again (a batch re-posted after a 503). One lookup."""
+        position = route.columns.index("letter_id")
+        ids = [str(p.row[position]) for rows in pending.values() for p in rows]
+        seen = set(await self._writer.stored_values(route.table, "letter_id", ids))
+        kept: dict[tuple[str, int], list[PendingRow]] = {}
+        for source, rows in pending.items():
+            kept[source] = []
+            for item in rows:
+                if str(item.row[position]) not in seen:
+                    kept[source].append(item)
+                    seen.add(str(item.row[position]))
+            self.letters_skipped += len(rows) - len(kept[source])
         return kept
 
     async def _first_copies(

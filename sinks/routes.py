@@ -25,6 +25,8 @@ class Route:
     to_row: RowBuilder
     # rows are events: one row per event_id, whatever offsets the copies came at
     unique_events: bool = False
+    # rows are dead letters: one row per letter_id (the same refusal sent again)
+    unique_letters: bool = False
 
     @functools.cached_property
     def _key_positions(self) -> tuple[int, int, int, int]:
@@ -67,4 +69,4 @@ def invalid_route() -> Route:
         row = invalid_row(letter, record_time, topic, partition, record.offset)
         return row[0], row
 
-    return Route("events_invalid", INVALID_COLUMNS, to_row)
+    return Route("events_invalid", INVALID_COLUMNS, to_row, unique_letters=True)

@@ -116,6 +116,7 @@ INVALID_COLUMNS = (
     "source_topic",
     "source_partition",
     "source_offset",
+    "letter_id",
 )
 
 
@@ -136,4 +137,6 @@ def invalid_row(
         topic,
         partition,
         offset,
+        # letters written before ids existed: one of their own, as they were stored
+        str(letter.get("letter_id") or f"{topic}/{partition}/{offset}"),
     ]

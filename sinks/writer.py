@@ -67,6 +67,22 @@ class ClickHouseWriter:
 
         return await self.run(call)
 
+    async def stored_values(self, table: str, column: str, values: Sequence[str]) -> set[str]:
+        """Which of ``values`` a String ``column`` of ``table`` already holds (a column
+        with a skip index, or a small table: this reads where the index points)."""
+        if not values:
+            return set()
+
+        def call() -> set[str]:
+            result = self.client.query(
+                f"SELECT DISTINCT {column} FROM {self.database}.{table} "
+                f"WHERE {column} IN {{values:Array(String)}}",
+                parameters={"values": sorted(set(values))},
+            )
+            return {str(row[0]) for row in result.result_rows}
+
+        return await self.run(call)
+
     async def stored_event_ids(
         self, table: str, keys: Sequence[tuple[str, str, datetime, str]]
     ) -> set[str]:

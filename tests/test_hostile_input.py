@@ -35,8 +35,9 @@ from aiokafka.partitioner import murmur2
 
 from devstack.services import ServiceGroup, http_ok
 from learnstream.settings import Settings
-from learnstream.topics import EVENTS_RAW, PROJECTIONS_USER_PROGRESS
+from learnstream.topics import EVENTS_INVALID, EVENTS_RAW, PROJECTIONS_USER_PROGRESS
 from learnstream_sdk.client import Tracker
+from processors.offsets import OffsetProbe
 from schemas.catalog import default_catalog
 from schemas.codec import encode
 from schemas.registry import FileSchemaRegistry
@@ -691,3 +692,42 @@ def test_readiness_reports_the_sink_ready(stack: Stack) -> None:
     assert stack.reads.get("/readyz").status_code == 200
     port = stack.settings.processors_health_port
     assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).status_code == 200
+
+
+def test_a_refusal_sent_again_is_one_dead_letter(stack: Stack) -> None:
+    """A batch re-posted after a 503 (or a single post retried) refuses its invalid
+    events again; ClickHouse keeps one dead letter per refused event and stage."""
+    user = f"retry-{uuid.uuid4().hex[:8]}"
+    bad = [lesson(user, timestamp="0001-01-01T00:00:00Z") for _ in range(2)]
+    good = lesson(user)
+    batch = json.dumps({"events": [bad[0], good, bad[1]]}).encode()
+    single = json.dumps(lesson(user, sent_at="9999-12-31T23:59:59Z")).encode()
+    for _ in range(3):
+        assert post_json(stack, "/v1/events/batch", batch).json()["accepted"] == 1
+        assert post_json(stack, "/v1/events", single).status_code == 422
+    marker = json.loads(single)["event_id"]
+    ids = [bad[0]["event_id"], bad[1]["event_id"], marker]
+    count_sql = "SELECT count() FROM events_invalid WHERE position(raw, {e}) > 0"
+    for event_id in ids:
+        assert_dead_letter(stack, event_id, "timestamp" if event_id != marker else "sent_at")
+    stack.wait_for("the sink to consume every copy", lambda: sink_consumed(stack, EVENTS_INVALID))
+    for event_id in ids:
+        assert stack.sql(count_sql, e=event_id) == [[1]], event_id
+
+
+def sink_consumed(stack: Stack, topic: str) -> bool:
+    """The sink's group has committed everything on ``topic`` (all copies were seen)."""
+    probe = OffsetProbe(
+        stack.settings.kafka_bootstrap,
+        stack.settings.topic(topic),
+        stack.settings.topic("learnstream-sink"),
+    )
+
+    async def snapshot() -> tuple[dict[int, int], dict[int, int | None]]:
+        try:
+            return await probe.snapshot(set(range(stack.settings.topic_partitions)))
+        finally:
+            await probe.stop()
+
+    ends, committed = asyncio.run(snapshot())
+    return all(committed.get(p) == end for p, end in ends.items() if end > 0)

@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,8 +33,6 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
-from devstack.services import ServiceGroup, http_ok
-from learnstream.settings import Settings
 from learnstream.topics import EVENTS_INVALID, EVENTS_RAW, PROJECTIONS_USER_PROGRESS
 from learnstream_sdk.client import Tracker
 from processors.offsets import OffsetProbe
@@ -43,6 +41,7 @@ from schemas.codec import encode
 from schemas.registry import FileSchemaRegistry
 from schemas.validation import Accepted, validate_event
 from tests.conftest import isolated_settings
+from tests.live_stack import LiveStack, live_stack
 from tests.test_projection_tables import _encoder, _progress
 
 CATALOG = default_catalog()
@@ -56,68 +55,17 @@ def reader_token(claims: dict[str, Any]) -> str:
     return jwt.encode({**claims, "exp": expires}, READER_SECRET, algorithm="HS256")
 
 
-STARTUP_TIMEOUT_S = 120
 ARRIVAL_TIMEOUT_S = 60
 
 
-@dataclass
-class Stack:
-    settings: Settings
-    group: ServiceGroup
-    collector: httpx.Client = field(init=False)
-    reads: httpx.Client = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.collector = httpx.Client(base_url=self.settings.collector_url, timeout=30)
-        self.reads = httpx.Client(
-            base_url=self.settings.query_url,
-            timeout=30,
-            headers={"authorization": f"Bearer {reader_token(ADMIN)}"},
-        )
-
-    def analyst(self, query: bytes | str) -> httpx.Response:
-        body = query.encode() if isinstance(query, str) else query
-        return self.reads.post("/v1/query", content=body, headers={"content-type": "text/plain"})
-
-    def sql(self, query: str, **params: str) -> list[list[Any]]:
-        for name, value in params.items():  # our own literals only, quoted for SQL
-            query = query.replace("{" + name + "}", "'" + value.replace("'", "\\'") + "'")
-        response = self.analyst(query)
-        assert response.status_code == 200, response.text
-        rows: list[list[Any]] = response.json()["rows"]
-        return rows
-
-    def wait_for(self, what: str, check: Callable[[], bool]) -> None:
-        deadline = time.monotonic() + ARRIVAL_TIMEOUT_S
-        while time.monotonic() < deadline:
-            exited = self.group.exited()
-            assert not exited, f"a service stopped while waiting for {what}: {exited}"
-            if check():
-                return
-            time.sleep(0.3)
-        raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture(scope="module")
-def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
     settings = isolated_settings(kafka_bootstrap, tmp_path_factory.mktemp("hostile")).model_copy(
         update={"reader_token_secret": READER_SECRET, "analyst_max_execution_s": 3.0}
     )
-    group = ServiceGroup(env=settings.as_env())
-    group.start_all()
-    made = Stack(settings, group)
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        for url in (f"{settings.collector_url}/readyz", f"{settings.query_url}/healthz"):
-            while not http_ok(url):
-                assert not group.exited(), f"a service stopped at start: {group.exited()}"
-                assert time.monotonic() < deadline, f"{url} never answered"
-                time.sleep(0.3)
-        yield made
-    finally:
-        group.stop_all()
-        made.collector.close()
-        made.reads.close()
+    with live_stack(settings, reader_token(ADMIN)) as running:
+        running.arrival_timeout_s = ARRIVAL_TIMEOUT_S
+        yield running
 
 
 def _now_iso(minutes_ago: int = 5) -> str:
@@ -152,7 +100,7 @@ def neighbour_of(key: str, partitions: int) -> str:
     raise AssertionError("no neighbour found")
 
 
-def assert_neighbour_still_flows(stack: Stack, bad_key: str) -> None:
+def assert_neighbour_still_flows(stack: LiveStack, bad_key: str) -> None:
     """A normal event of another learner on the same partition reaches ClickHouse's
     events table and the learner's projection row."""
     neighbour = neighbour_of(bad_key, stack.settings.topic_partitions)
@@ -173,7 +121,7 @@ def assert_neighbour_still_flows(stack: Stack, bad_key: str) -> None:
     )
 
 
-def assert_dead_letter(stack: Stack, marker: str, field_name: str) -> None:
+def assert_dead_letter(stack: LiveStack, marker: str, field_name: str) -> None:
     """The refused input is in events_invalid, with an error naming the field."""
 
     def stored() -> bool:
@@ -183,7 +131,7 @@ def assert_dead_letter(stack: Stack, marker: str, field_name: str) -> None:
     stack.wait_for(f"the dead letter of {marker} naming {field_name}", stored)
 
 
-def post_json(stack: Stack, path: str, body: bytes, **headers: str) -> httpx.Response:
+def post_json(stack: LiveStack, path: str, body: bytes, **headers: str) -> httpx.Response:
     return stack.collector.post(
         path, content=body, headers={"content-type": "application/json", **headers}
     )
@@ -283,7 +231,9 @@ REFUSED_EVENTS = [
 
 
 @pytest.mark.parametrize("case", REFUSED_EVENTS, ids=[c.name for c in REFUSED_EVENTS])
-def test_a_refused_event_is_explained_kept_and_blocks_nobody(stack: Stack, case: Refusal) -> None:
+def test_a_refused_event_is_explained_kept_and_blocks_nobody(
+    stack: LiveStack, case: Refusal
+) -> None:
     user = f"hostile-{uuid.uuid4().hex[:8]}"
     event = case.make(user)
     response = stack.collector.post(
@@ -301,7 +251,7 @@ def test_a_refused_event_is_explained_kept_and_blocks_nobody(stack: Stack, case:
     assert_neighbour_still_flows(stack, event["user_id"] or user)
 
 
-def test_a_batch_with_a_huge_invalid_event_still_takes_the_good_one(stack: Stack) -> None:
+def test_a_batch_with_a_huge_invalid_event_still_takes_the_good_one(stack: LiveStack) -> None:
     good = lesson(f"hostile-{uuid.uuid4().hex[:8]}")
     bad = lesson(good["user_id"], properties={"content_id": "x" * 2_000_000})
     odd = lesson(good["user_id"], properties={"content_id": "\ud800"})  # refused alone too
@@ -380,7 +330,7 @@ BAD_BODIES = [
 
 
 @pytest.mark.parametrize("case", BAD_BODIES, ids=[c.name for c in BAD_BODIES])
-def test_a_bad_body_is_a_4xx_and_a_dead_letter(stack: Stack, case: BadBody) -> None:
+def test_a_bad_body_is_a_4xx_and_a_dead_letter(stack: LiveStack, case: BadBody) -> None:
     marker = f"marker-{uuid.uuid4().hex}"
     body = case.body.replace(b"{m}", marker.encode())
     if case.name.startswith("gzip"):
@@ -397,7 +347,7 @@ def test_a_bad_body_is_a_4xx_and_a_dead_letter(stack: Stack, case: BadBody) -> N
     assert_neighbour_still_flows(stack, marker)
 
 
-def test_gzip_bodies_are_taken_and_a_gzip_bomb_is_413(stack: Stack) -> None:
+def test_gzip_bodies_are_taken_and_a_gzip_bomb_is_413(stack: LiveStack) -> None:
     event = lesson(f"gz-{uuid.uuid4().hex[:8]}")
     response = post_json(
         stack,
@@ -427,7 +377,7 @@ def _raw_http(port: int, head: bytes, body_chunks: Iterator[bytes]) -> tuple[int
     return int(answer.split(b" ", 2)[1]), time.monotonic() - started
 
 
-def test_a_300_mb_body_is_refused_without_being_read(stack: Stack) -> None:
+def test_a_300_mb_body_is_refused_without_being_read(stack: LiveStack) -> None:
     port = stack.settings.collector_port
     declared = (
         b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -447,7 +397,7 @@ def test_a_300_mb_body_is_refused_without_being_read(stack: Stack) -> None:
 
 
 def test_records_already_in_the_log_that_the_rules_cannot_take_are_dead_letters(
-    stack: Stack,
+    stack: LiveStack,
 ) -> None:
     """Older collectors, or other writers, may have put a year-1 event into events.raw:
     the processors dead-letter it and carry on with the partition."""
@@ -482,7 +432,7 @@ def test_records_already_in_the_log_that_the_rules_cannot_take_are_dead_letters(
 
 
 def test_a_snapshot_clickhouse_refuses_is_a_dead_letter_and_the_sink_goes_on(
-    stack: Stack,
+    stack: LiveStack,
 ) -> None:
     """A local date ClickHouse's Date cannot hold stopped the whole sink before."""
     bad, good = f"old-{uuid.uuid4().hex[:8]}", f"new-{uuid.uuid4().hex[:8]}"
@@ -518,7 +468,7 @@ def test_a_snapshot_clickhouse_refuses_is_a_dead_letter_and_the_sink_goes_on(
     assert_neighbour_still_flows(stack, bad)
 
 
-def test_no_invalid_event_can_wedge_the_sdk_outbox(stack: Stack, tmp_path: Path) -> None:
+def test_no_invalid_event_can_wedge_the_sdk_outbox(stack: LiveStack, tmp_path: Path) -> None:
     """The SDK takes a per-event 4xx as final: every hostile event is reported and
     dropped, the good ones are delivered, and nothing is left queued."""
     user = f"sdk-{uuid.uuid4().hex[:8]}"
@@ -571,7 +521,7 @@ def test_no_invalid_event_can_wedge_the_sdk_outbox(stack: Stack, tmp_path: Path)
         "SELECT 1 SETTINGS readonly = 0",
     ],
 )
-def test_an_analyst_cannot_write_and_ingestion_goes_on(stack: Stack, statement: str) -> None:
+def test_an_analyst_cannot_write_and_ingestion_goes_on(stack: LiveStack, statement: str) -> None:
     response = stack.analyst(statement)
     assert response.status_code == 403, response.text
     assert "refused" in response.json()["error"]
@@ -580,7 +530,7 @@ def test_an_analyst_cannot_write_and_ingestion_goes_on(stack: Stack, statement: 
 
 @pytest.mark.parametrize("how", ["", " APPEND", " TRUNCATE"])
 def test_into_outfile_and_file_functions_are_refused_and_write_nothing(
-    stack: Stack, tmp_path: Path, how: str
+    stack: LiveStack, tmp_path: Path, how: str
 ) -> None:
     target = tmp_path / "stolen.txt"
     response = stack.analyst(f"SELECT 'x' INTO OUTFILE '{target}'{how}")
@@ -592,7 +542,7 @@ def test_into_outfile_and_file_functions_are_refused_and_write_nothing(
     assert not target.exists()
 
 
-def test_a_runaway_query_is_stopped_and_blocks_no_learner_read(stack: Stack) -> None:
+def test_a_runaway_query_is_stopped_and_blocks_no_learner_read(stack: LiveStack) -> None:
     """It runs on an analysts' session with a time limit; learner reads and ingestion
     have sessions of their own and answer meanwhile."""
     heavy: list[httpx.Response] = []
@@ -615,13 +565,13 @@ def test_a_runaway_query_is_stopped_and_blocks_no_learner_read(stack: Stack) -> 
     assert_neighbour_still_flows(stack, "after-a-heavy-query")
 
 
-def test_a_huge_result_is_refused_not_sent(stack: Stack) -> None:
+def test_a_huge_result_is_refused_not_sent(stack: LiveStack) -> None:
     response = stack.analyst("SELECT number FROM numbers(5000000)")
     assert response.status_code == 413, response.text[:300]
     assert "LEARNSTREAM_ANALYST_MAX_RESULT_ROWS" in response.json()["error"]
 
 
-def test_nan_and_infinity_come_back_as_null_and_the_readme_example_runs(stack: Stack) -> None:
+def test_nan_and_infinity_come_back_as_null_and_the_readme_example_runs(stack: LiveStack) -> None:
     response = stack.analyst("SELECT 0/0 AS nan, 1/0 AS inf, -1/0 AS minus_inf, 1.5 AS fine")
     assert response.status_code == 200, response.text
     assert response.json()["rows"] == [[None, None, None, 1.5]]
@@ -634,7 +584,7 @@ def test_nan_and_infinity_come_back_as_null_and_the_readme_example_runs(stack: S
 
 
 def test_a_bad_sql_body_is_400_and_the_cli_prints_the_reason_not_a_traceback(
-    stack: Stack,
+    stack: LiveStack,
 ) -> None:
     response = stack.analyst(b"SELECT '\xff\xfe'")
     assert response.status_code == 400, response.text
@@ -663,7 +613,7 @@ def test_a_bad_sql_body_is_400_and_the_cli_prints_the_reason_not_a_traceback(
         ("/v1/learners/ana/sessions/history?offset=4294967296", 422),
     ],
 )
-def test_read_parameters_out_of_range_are_422(stack: Stack, path: str, status: int) -> None:
+def test_read_parameters_out_of_range_are_422(stack: LiveStack, path: str, status: int) -> None:
     response = stack.reads.get(path)
     assert response.status_code == status, response.text
 
@@ -677,7 +627,7 @@ def test_read_parameters_out_of_range_are_422(stack: Stack, path: str, status: i
     ],
 )
 def test_a_reader_token_with_a_claim_of_the_wrong_type_is_401(
-    stack: Stack, claims: dict[str, Any], named: str
+    stack: LiveStack, claims: dict[str, Any], named: str
 ) -> None:
     response = httpx.get(
         f"{stack.settings.query_url}/v1/learners/me/state",
@@ -688,13 +638,13 @@ def test_a_reader_token_with_a_claim_of_the_wrong_type_is_401(
     assert named in response.json()["detail"]
 
 
-def test_readiness_reports_the_sink_ready(stack: Stack) -> None:
+def test_readiness_reports_the_sink_ready(stack: LiveStack) -> None:
     assert stack.reads.get("/readyz").status_code == 200
     port = stack.settings.processors_health_port
     assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).status_code == 200
 
 
-def test_a_refusal_sent_again_is_one_dead_letter(stack: Stack) -> None:
+def test_a_refusal_sent_again_is_one_dead_letter(stack: LiveStack) -> None:
     """A batch re-posted after a 503 (or a single post retried) refuses its invalid
     events again; ClickHouse keeps one dead letter per refused event and stage."""
     user = f"retry-{uuid.uuid4().hex[:8]}"
@@ -715,7 +665,7 @@ def test_a_refusal_sent_again_is_one_dead_letter(stack: Stack) -> None:
         assert stack.sql(count_sql, e=event_id) == [[1]], event_id
 
 
-def sink_consumed(stack: Stack, topic: str) -> bool:
+def sink_consumed(stack: LiveStack, topic: str) -> bool:
     """The sink's group has committed everything on ``topic`` (all copies were seen)."""
     probe = OffsetProbe(
         stack.settings.kafka_bootstrap,

@@ -14,30 +14,26 @@ from __future__ import annotations
 import json
 import math
 import random
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from devstack.services import ServiceGroup, http_ok
-from learnstream.settings import Settings
 from processors.sampling import keeps, sample_rate
 from projections.rounding import round_half_up
 from schemas.catalog import EventType, Schema, default_catalog
 from schemas.validation import parse_timestamp
 from tests.conftest import REPO, isolated_settings
+from tests.live_stack import LiveStack, live_stack
 from tests.seeds import catalogue
 from tests.seeds.extract import DEFAULT_SEEDS, extract, render
 
 CATALOG = default_catalog()
 FIXTURES = catalogue.fixtures()
-STARTUP_TIMEOUT_S = 120
 ARRIVAL_TIMEOUT_S = 90
 
 # The rules, written out plainly here (not imported from projections/) so the suite
@@ -88,55 +84,12 @@ def test_the_readme_catalogue_is_current() -> None:
 # ---- the real stack ------------------------------------------------------------------
 
 
-@dataclass
-class Stack:
-    settings: Settings
-    group: ServiceGroup
-    collector: httpx.Client
-    reads: httpx.Client
-
-    def sql(self, query: str) -> list[list[Any]]:
-        response = self.reads.post(
-            "/v1/query", content=query.encode(), headers={"content-type": "text/plain"}
-        )
-        assert response.status_code == 200, response.text
-        rows: list[list[Any]] = response.json()["rows"]
-        return rows
-
-    def wait_for(self, what: str, check: Callable[[], bool]) -> None:
-        deadline = time.monotonic() + ARRIVAL_TIMEOUT_S
-        while time.monotonic() < deadline:
-            exited = self.group.exited()
-            assert not exited, f"a service stopped while waiting for {what}: {exited}"
-            if check():
-                return
-            time.sleep(0.5)
-        raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture(scope="module")
-def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
     settings = isolated_settings(kafka_bootstrap, tmp_path_factory.mktemp("seeds"))
-    group = ServiceGroup(env=settings.as_env())
-    group.start_all()
-    made = Stack(
-        settings,
-        group,
-        httpx.Client(base_url=settings.collector_url, timeout=30),
-        httpx.Client(base_url=settings.query_url, timeout=30),
-    )
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        for url in (f"{settings.collector_url}/readyz", f"{settings.query_url}/healthz"):
-            while not http_ok(url):
-                assert not group.exited(), f"a service stopped at start: {group.exited()}"
-                assert time.monotonic() < deadline, f"{url} never answered"
-                time.sleep(0.3)
-        yield made
-    finally:
-        group.stop_all()
-        made.collector.close()
-        made.reads.close()
+    with live_stack(settings) as running:
+        running.arrival_timeout_s = ARRIVAL_TIMEOUT_S
+        yield running
 
 
 RUN = random.Random().randrange(10**6, 10**7)  # learners of this run only
@@ -285,7 +238,7 @@ EXTRA: list[tuple[str, str, dict[str, Any]]] = [
 
 
 @pytest.fixture(scope="module")
-def sent(stack: Stack) -> list[Case]:
+def sent(stack: LiveStack) -> list[Case]:
     """Every fixture and extra payload, each posted alone; all of them stored."""
     cases = [make_case(f["id"], envelope(f, i)) for i, f in enumerate(FIXTURES)]
     for i, (name, event_type, properties) in enumerate(EXTRA, start=len(cases)):
@@ -308,7 +261,9 @@ def sent(stack: Stack) -> list[Case]:
     return cases
 
 
-def test_every_payload_is_stored_with_its_fields_queryable(stack: Stack, sent: list[Case]) -> None:
+def test_every_payload_is_stored_with_its_fields_queryable(
+    stack: LiveStack, sent: list[Case]
+) -> None:
     ids = ", ".join(f"'{c.event['event_id']}'" for c in sent)
     rows = stack.sql(
         "SELECT toString(event_id), event_type, user_id, JSONExtractKeysAndValuesRaw(properties) "
@@ -328,7 +283,7 @@ def test_every_payload_is_stored_with_its_fields_queryable(stack: Stack, sent: l
 
 
 def test_free_form_json_keeps_non_string_values_for_clickhouse(
-    stack: Stack, sent: list[Case]
+    stack: LiveStack, sent: list[Case]
 ) -> None:
     (session,) = [c for c in sent if c.name == "session_result with JSONB metadata"]
     (search,) = [c for c in sent if c.kind.name == "search_performed"]
@@ -349,7 +304,7 @@ def test_free_form_json_keeps_non_string_values_for_clickhouse(
     assert rows == [[2, False]]
 
 
-def test_each_learner_state_follows_the_rules(stack: Stack, sent: list[Case]) -> None:
+def test_each_learner_state_follows_the_rules(stack: LiveStack, sent: list[Case]) -> None:
     learners = {str(c.event["user_id"]): c for c in sent}
     users = ", ".join(f"'{u}'" for u in learners)
     query = (
@@ -375,7 +330,7 @@ def test_each_learner_state_follows_the_rules(stack: Stack, sent: list[Case]) ->
     assert expected_state("session_result", language.properties)["study_seconds"] == 300
 
 
-def test_practice_sessions_move_practice_mode_progress(stack: Stack, sent: list[Case]) -> None:
+def test_practice_sessions_move_practice_mode_progress(stack: LiveStack, sent: list[Case]) -> None:
     sessions = [c for c in sent if c.kind.name == "session_completed"]
     users = ", ".join(f"'{c.event['user_id']}'" for c in sessions)
     query = (
@@ -395,7 +350,7 @@ def test_practice_sessions_move_practice_mode_progress(stack: Stack, sent: list[
     assert sorted(stack.sql(query)) == expected
 
 
-def test_both_spellings_of_one_field_are_refused_naming_it(stack: Stack) -> None:
+def test_both_spellings_of_one_field_are_refused_naming_it(stack: LiveStack) -> None:
     fixture = {
         "event_type": "lesson_completed",
         "envelope": {},

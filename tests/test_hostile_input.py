@@ -356,10 +356,13 @@ def test_gzip_bodies_are_taken_and_a_gzip_bomb_is_413(stack: LiveStack) -> None:
         **{"content-encoding": "gzip"},
     )
     assert response.status_code == 202, response.text
-    bomb = gzip.compress(b'{"events": [' + b" " * 50_000_000 + b"]}")  # 50 MB of spaces
+    marker = f"bomb-{uuid.uuid4().hex}"
+    spaces = b" " * 50_000_000  # 50 MB inflated, 50 kB sent
+    bomb = gzip.compress(b'{"marker": "' + marker.encode() + b'", "events": [' + spaces + b"]}")
     response = post_json(stack, "/v1/events/batch", bomb, **{"content-encoding": "gzip"})
     assert response.status_code == 413, response.text
     assert "decompressed body is larger than" in response.json()["errors"][0]["message"]
+    assert_dead_letter(stack, marker, "(body)")  # the head of what it inflated to
 
 
 def _raw_http(port: int, head: bytes, body_chunks: Iterator[bytes]) -> tuple[int, float]:
@@ -379,6 +382,8 @@ def _raw_http(port: int, head: bytes, body_chunks: Iterator[bytes]) -> tuple[int
 
 def test_a_300_mb_body_is_refused_without_being_read(stack: LiveStack) -> None:
     port = stack.settings.collector_port
+    unread = "SELECT count() FROM events_invalid WHERE position(errors, 'larger than 1000000')"
+    before = stack.sql(unread)[0][0]
     declared = (
         b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         b"Content-Length: 300000000\r\n\r\n"
@@ -390,9 +395,15 @@ def test_a_300_mb_body_is_refused_without_being_read(stack: LiveStack) -> None:
         b"POST /v1/events/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n"
     )
-    megabyte = b"100000\r\n" + b" " * 0x100000 + b"\r\n"
+    marker = f"chunked-{uuid.uuid4().hex}"
+    head = ('{"marker": "' + marker + '", "events": [').encode()
+    megabyte = b"100000\r\n" + (head + b" " * 0x100000)[:0x100000] + b"\r\n"
     status, seconds = _raw_http(port, chunked, (megabyte for _ in range(300)))
     assert status == 413  # cut at the 5 MB batch limit, not read to the end
+    # the unread one is kept with its reason (nothing of it was read); the cut one with
+    # the head of what was read
+    stack.wait_for("the unread body's dead letter", lambda: stack.sql(unread)[0][0] > before)
+    assert_dead_letter(stack, marker, "(body)")
     assert_neighbour_still_flows(stack, "any-learner")
 
 

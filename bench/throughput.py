@@ -1,4 +1,5 @@
-"""Collector and processor throughput, each beside the raw aiokafka doing the same work."""
+"""Collector throughput beside raw aiokafka doing the same work, and the processors' committed
+offsets (which tests and benches wait on)."""
 
 from __future__ import annotations
 
@@ -128,50 +129,6 @@ def _figures(count: int, elapsed: float, latencies: list[float]) -> dict[str, fl
         "p50_ms": percentile(latencies, 0.5) * 1e3,
         "p99_ms": percentile(latencies, 0.99) * 1e3,
     }
-
-
-async def produce_all(bootstrap: str, topic: str, events: list[dict[str, Any]]) -> None:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=20
-    )
-    await producer.start()
-    try:
-        for key, value in (encoded(e) for e in events):
-            await producer.send(topic, value, key=key)
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
-async def raw_consume_produce(bootstrap: str, source: str, sink: str, count: int) -> float:
-    """aiokafka alone: consume every record and produce one record for each; events/s."""
-    consumer = AIOKafkaConsumer(
-        source,
-        bootstrap_servers=bootstrap,
-        group_id=f"raw-{sink}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5
-    )
-    await consumer.start()
-    await producer.start()
-    try:
-        seen = 0
-        started = time.perf_counter()
-        while seen < count:
-            batch = await consumer.getmany(timeout_ms=1000)
-            for messages in batch.values():
-                for message in messages:
-                    await producer.send(sink, message.value, key=message.key)
-            seen += sum(len(m) for m in batch.values())
-            await producer.flush()
-            await consumer.commit()
-        return count / (time.perf_counter() - started)
-    finally:
-        await producer.stop()
-        await consumer.stop()
 
 
 async def committed_total(settings: Settings, group: str) -> int:

@@ -172,9 +172,7 @@ def create_app(
             check_media_type(headers.get("content-type"))
             if is_gzipped(headers.get("content-encoding")):
                 body = gunzip_limited(body, limit)
-            value = parse_json(body)
-            text = body.decode("utf-8", errors="replace")
-            return JsonBody(value, text, may_hold_surrogates(body))
+            return JsonBody(parse_json(body), body, may_hold_surrogates(body))
         except BodyError as refused:
             refused.raw = refused.raw or body
             raise
@@ -224,7 +222,7 @@ def create_app(
         a Kafka that does not acknowledge becomes 503, never a 500 or a silent drop."""
         received_at = clock()
         key: str | None = None
-        raw = ""
+        body: JsonBody | None = None
         try:
             try:
                 # the body is read (bounded) even for an unknown caller: its dead letter
@@ -236,22 +234,21 @@ def create_app(
                 except AuthError as refused:
                     refused_caller = refused
                 body = await read_json(request, limit)
-                raw = body.text
                 if refused_caller is not None:
                     raise refused_caller
                 return await handle(body, received_at, caller, sender_of(request))
             except AuthError as refused:
                 error = FieldError("Authorization", refused.message)
                 reason = "unauthenticated" if refused.status == 401 else "forbidden"
-                await reject(raw, reason, (error,), received_at, key)
+                await reject(body.text if body else "", reason, (error,), received_at, key)
                 return JSONResponse({"errors": _errors((error,))}, status_code=refused.status)
             except BodyError as bad:
                 error = FieldError("(body)", bad.message)
-                raw = raw or bad.raw.decode("utf-8", errors="replace")
+                raw = bad.raw.decode("utf-8", errors="replace")  # what was read of it
                 await reject(raw, bad.reason, (error,), received_at, key)
                 return JSONResponse({"errors": _errors((error,))}, status_code=bad.status)
             except _BadRequest as bad:
-                await reject(raw, bad.reason, bad.errors, received_at, key)
+                await reject(body.text if body else "", bad.reason, bad.errors, received_at, key)
                 return JSONResponse({"errors": _errors(bad.errors)}, status_code=bad.status)
         except PublishUnavailable as exc:
             log.warning("publish failed: %s", exc)

@@ -13,6 +13,7 @@ Every refusal here is the request's own fault, so it is a 4xx naming ``(body)``:
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import zlib
@@ -92,12 +93,17 @@ def gunzip_limited(body: bytes, limit: int) -> bytes:
 
 @dataclass(frozen=True)
 class JsonBody:
-    """A request body read and parsed: its value, its text for dead letters, and whether
+    """A request body read and parsed: its value, the bytes it came from, and whether
     its strings need the Unicode check (see ``may_hold_surrogates``)."""
 
     value: Any
-    text: str
+    raw: bytes
     check_text: bool
+
+    @functools.cached_property
+    def text(self) -> str:
+        """The body as text, for a dead letter: decoded only when something is refused."""
+        return self.raw.decode("utf-8", errors="replace")
 
 
 class _Object(dict[str, Any]):

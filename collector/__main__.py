@@ -15,6 +15,7 @@ from collector.app import create_app
 from collector.publisher import KafkaPublisher
 from learnstream.logs import configure_logging
 from learnstream.settings import Settings
+from learnstream.startup import settings_or_exit
 from learnstream.topics import ensure_topics_or_exit
 from schemas.catalog import default_catalog
 from schemas.registry import registry_for
@@ -34,7 +35,7 @@ def main() -> None:
     if sys.argv[1:] == ["openapi"]:
         sys.stdout.write(openapi_document())
         return
-    settings = Settings()
+    settings = settings_or_exit("collector")
     configure_logging("collector", settings.log_level)
     ensure_topics_or_exit(settings)
     app = create_app(

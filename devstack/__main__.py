@@ -19,6 +19,7 @@ from devstack import kafka
 from devstack.services import EX_TEMPFAIL, RestartBudget, ServiceGroup
 from learnstream.logs import configure_logging
 from learnstream.settings import Settings
+from learnstream.startup import settings_or_exit
 from learnstream.topics import ensure_topics
 
 log = logging.getLogger("devstack")
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     kafka_cmd = commands.add_parser("kafka")
     kafka_cmd.add_argument("action", choices=["start", "stop", "fetch"])
     args = parser.parse_args(argv)
-    settings = Settings()
+    settings = settings_or_exit("devstack")
     configure_logging("devstack", settings.log_level)
     try:
         if args.command == "run":

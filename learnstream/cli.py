@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 from learnstream.settings import Settings
+from learnstream.startup import settings_or_exit
 from sinks import query_library
 
 
@@ -125,7 +126,7 @@ def _run_query(args: argparse.Namespace, library: dict[str, query_library.NamedQ
             raise SystemExit(str(exc)) from None
     elif args.param:
         raise SystemExit(f"--param is for named queries; {sql[:40]!r} is not one")
-    settings = Settings()
+    settings = settings_or_exit("learnstream")
     found = _via_endpoint(settings, sql)
     columns, rows = found if found is not None else _direct(settings, sql)
     if args.plot is not None:
@@ -145,7 +146,7 @@ def _run_query(args: argparse.Namespace, library: dict[str, query_library.NamedQ
 def _row_policies(args: argparse.Namespace) -> int:
     from sinks.access import AccessError, Principal, Role, row_policies
 
-    settings = Settings()
+    settings = settings_or_exit("learnstream")
     try:
         who = Principal(
             Role(args.role),
@@ -176,7 +177,7 @@ def _row_policies(args: argparse.Namespace) -> int:
 
 def _learner_request(args: argparse.Namespace) -> int:
     """export-user / erase-user: through the sink's read API, as the configured reader."""
-    settings = Settings()
+    settings = settings_or_exit("learnstream")
     headers = _headers(settings)
     base = f"{settings.query_url}/v1/learners/{args.user_id}"
     try:

@@ -13,7 +13,12 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Every setting with a fixed set of values is a Literal: anything else is refused at
+# start-up, naming the allowed values (learnstream.startup), never run as a default.
 Environment = Literal["development", "staging", "production"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+ClientIpHandling = Literal["truncate", "drop"]
+TableStore = Literal["memory://", "rocksdb://"]
 
 
 class Settings(BaseSettings):
@@ -25,7 +30,9 @@ class Settings(BaseSettings):
         default="development",
         description="development | staging | production: drives sampling and debug events.",
     )
-    log_level: str = Field(default="INFO", description="Log level for every service.")
+    log_level: LogLevel = Field(
+        default="INFO", description="DEBUG | INFO | WARNING | ERROR | CRITICAL, every service."
+    )
     data_dir: Path = Field(
         default=Path(".data"),
         description="Root for local state: chdb data, Faust tables, devstack broker data.",
@@ -41,7 +48,11 @@ class Settings(BaseSettings):
     topic_prefix: str = Field(
         default="", description="Prefix for every topic and consumer group (isolates test runs)."
     )
-    topic_partitions: int = Field(default=3, ge=1, description="Partitions for created topics.")
+    topic_partitions: int = Field(
+        default=12,
+        ge=1,
+        description="Partitions for created topics: room for a few workers of each service.",
+    )
     topic_replication: int = Field(default=1, ge=1, description="Replication factor for topics.")
     kafka_startup_wait_s: float = Field(
         default=120.0,
@@ -78,9 +89,8 @@ class Settings(BaseSettings):
         description="organization_id -> HS256 secret for end-user JWTs (X-User-Token); "
         "set for an organization, its events need one and user_id becomes the token's sub.",
     )
-    client_ip: str = Field(
+    client_ip: ClientIpHandling = Field(
         default="truncate",
-        pattern="^(truncate|drop)$",
         description="truncate (IPv4 /24, IPv6 /48) or drop the sender's IP; never stored whole.",
     )
     forwarded_for_header: str | None = Field(
@@ -113,7 +123,7 @@ class Settings(BaseSettings):
         description="Fault injection for tests: if set and the file is absent, a processors "
         "worker creates it and fails on the next record it processes.",
     )
-    table_store: str | None = Field(
+    table_store: TableStore | None = Field(
         default=None,
         description="Faust table store: memory:// or rocksdb://. Unset: rocksdb:// in "
         "production (state on disk), memory:// elsewhere.",
@@ -140,6 +150,13 @@ class Settings(BaseSettings):
     sink_batch_max_rows: int = Field(default=50_000, ge=1, description="Rows per insert at most.")
     sink_batch_max_wait_s: float = Field(
         default=1.0, gt=0, description="Longest an event waits in the sink before its insert."
+    )
+    sink_metrics_port: int = Field(
+        default=6068,
+        ge=0,
+        le=65535,
+        description="The sink serves /metrics (Prometheus), /healthz and /readyz on "
+        "LEARNSTREAM_QUERY_HOST at this port; 0 turns them off.",
     )
     reader_token_secret: str | None = Field(
         default=None,

@@ -10,7 +10,7 @@ import asyncio
 import sys
 
 from learnstream.logs import bound_repeats
-from learnstream.settings import Settings
+from learnstream.startup import settings_or_exit
 from learnstream.topics import ensure_topics_or_exit
 from processors.app import create_app
 from processors.generations import PreviousGenerationRunning, handover
@@ -24,7 +24,7 @@ def _say(line: str) -> None:
 
 
 def main() -> None:
-    settings = Settings()
+    settings = settings_or_exit("processors")
     if sys.argv[1:] == ["replay"]:
         generation = settings.processors_generation + 1
         settings = settings.model_copy(update={"processors_generation": generation})

@@ -1,10 +1,12 @@
 """The Faust application: events.raw -> dedup, consent, sampling -> events.clean, and the
 learner folds -> events.derived + compacted projection topics.
 
-Agents stay thin: what a record does is decided in ``processors.decide`` (pure: from the
-record and the state read for it), business rules live in ``projections``, record shapes
-in ``processors.outputs``; this module reads the tables, then carries the decision out.
-Table values are small JSON dicts (Faust's default table codec).
+This module only assembles the parts: the agent takes events in batches and hands each
+batch to a chain of steps (``processors.steps``: guards) ending in the batch processor
+(``processors.batch``), which decides every record with the rulebook
+(``projections.rulebook``, via ``processors.decide``) and then carries the batch out.
+State is the rulebook's keyed pieces, in Faust tables of msgpack bytes
+(``processors.state_tables``).
 
 Two kinds of failure, told apart by where they happen: deciding fails only because of
 the record's content, which no retry can fix, so the record is dead-lettered and the
@@ -18,6 +20,7 @@ import asyncio
 import logging
 import signal
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +31,6 @@ from fastavro import parse_schema
 from faust.types import TP
 
 from learnstream.dead_letters import dead_letter
-from learnstream.erasure import ErasureRequest, projection_keys
 from learnstream.settings import Settings
 from learnstream.topics import (
     EVENTS_CLEAN,
@@ -43,14 +45,16 @@ from learnstream.topics import (
     REQUESTS_ERASURE,
 )
 from processors import decide
-from processors.dedup_window import ExpiryQueue, arrival_ms
-from processors.delivery import Position
+from processors.batch import BatchProcessor, OutputTopics, dead_letter_source
+from processors.dedup_window import ExpiryQueue
+from processors.erasure import Eraser
 from processors.generations import Handover, group_id
 from processors.health import serve_health
 from processors.offsets import OffsetProbe
+from processors.state_tables import StateTables
+from processors.steps import ExitOnFailure, FailOnce, GuardOffsets
 from processors.watchdog import StallWatch, WatchdogThread, exit_for_restart
-from projections.events import Event
-from projections.learner import LearnerState, from_json
+from projections.delivery import Position
 from schemas.catalog import EventCatalog, load_named_schema
 from schemas.registry import SchemaRegistry
 from schemas.validation import FieldError
@@ -67,25 +71,10 @@ PROJECTION_SCHEMAS = {
 }
 
 
-class _Projection:
-    """One Avro-encoded projection record type and the topic it is published on."""
-
-    def __init__(
-        self, app: faust.App, topic: str, schema_file: str, registry: SchemaRegistry
-    ) -> None:
-        schema = load_named_schema(schema_file)
-        self.topic = _raw_topic(app, topic)
-        self.codec = decide.Codec(
-            registry.id_for(f"{schema['namespace']}.{schema['name']}", schema),
-            parse_schema(dict(schema)),
-        )
-
-    async def publish(self, key: str, value: bytes) -> None:
-        await self.topic.send(key=key.encode(), value=value)
-
-    async def tombstone(self, key: str) -> None:
-        """No value: compaction removes the key, and the sink marks its row deleted."""
-        await self.topic.send(key=key.encode(), value=None)
+def _codec(registry: SchemaRegistry, schema_file: str) -> decide.Codec:
+    schema = load_named_schema(schema_file)
+    subject = f"{schema['namespace']}.{schema['name']}"
+    return decide.Codec(registry.id_for(subject, schema), parse_schema(dict(schema)))
 
 
 def _raw_topic(app: faust.App, name: str) -> Any:
@@ -121,9 +110,11 @@ def _inject_stall_once(
     app.consumer.pause_partitions([stalled])
 
 
-def _dead_letter_source(here: Position, topic: str | None = None) -> str:
-    where = f"partition {here.partition} offset {here.offset}"
-    return f"processors at {where}" if topic is None else f"processors at {topic} {where}"
+# Batches: up to this many records, or what arrived within this many seconds. Measured
+# in BENCHMARKS.md (processors): larger batches write fewer state and snapshot records
+# per event; the wait bounds the latency it adds at low rates.
+BATCH_MAX = 2000
+BATCH_WITHIN_S = 0.05
 
 
 def create_app(
@@ -134,7 +125,6 @@ def create_app(
 ) -> faust.App:
     """The processors app of ``settings.processors_generation``; below ``handover`` (see
     processors.generations) it rebuilds state without re-emitting events."""
-    emits_from = handover or {}
     app = faust.App(
         group_id(settings, settings.processors_generation),
         broker=f"kafka://{settings.kafka_bootstrap}",
@@ -145,38 +135,53 @@ def create_app(
         topic_allow_declare=True,
         web_enabled=False,
         producer_acks=-1,
+        # a batch's sends go out together: let them share requests, compressed
+        producer_linger_ms=5,
+        producer_compression_type="lz4",
+        producer_max_batch_size=256 * 1024,
+        # Faust's default (4,096) stalls the stream for ~0.9 s whenever it fills
+        stream_buffer_maxsize=50_000,
         consumer_auto_offset_reset="earliest",
         # An agent that raises must take the worker down (and restart from committed
         # offsets), never be restarted in place past the message that broke it.
         agent_supervisor=mode.CrashingSupervisor,
     )
     raw_topic = _raw_topic(app, settings.topic(EVENTS_RAW))
-    clean_topic = _raw_topic(app, settings.topic(EVENTS_CLEAN))
-    invalid_topic = _raw_topic(app, settings.topic(EVENTS_INVALID))
-    derived_topic = _raw_topic(app, settings.topic(EVENTS_DERIVED))
-    projection_topics = {
-        name: _Projection(app, settings.topic(name), schema_file, registry)
-        for name, schema_file in PROJECTION_SCHEMAS.items()
-    }
     erasure_topic = _raw_topic(app, settings.topic(REQUESTS_ERASURE))
+    for name in (EVENTS_CLEAN, EVENTS_INVALID, EVENTS_DERIVED, *PROJECTION_SCHEMAS):
+        _raw_topic(app, settings.topic(name))  # declared, so Faust creates them
+    topics = OutputTopics(
+        clean=settings.topic(EVENTS_CLEAN),
+        derived=settings.topic(EVENTS_DERIVED),
+        invalid=settings.topic(EVENTS_INVALID),
+        projections={name: settings.topic(name) for name in PROJECTION_SCHEMAS},
+    )
     setup = decide.Setup(
         catalog=catalog,
         registry=registry,
-        projections={name: p.codec for name, p in projection_topics.items()},
+        projections={name: _codec(registry, f) for name, f in PROJECTION_SCHEMAS.items()},
         environment=settings.environment,
         sample_rate_overrides=settings.sample_rate_overrides,
     )
-    partitions = settings.topic_partitions
-    # event_id -> {"p", "o": position of the message that first carried it, "t": its arrival}
-    first_seen = app.Table("dedup-first-seen", default=None, partitions=partitions)
+    state = StateTables(app, settings.topic_partitions)
     expiry = ExpiryQueue(window_ms=int(settings.dedup_window_hours * 3600 * 1000))
+    counters: Counter[str] = Counter()
+    watch = StallWatch(timeout_s=settings.processor_stall_timeout_s)
+    # a batch and an erasure never interleave (see processors.erasure)
+    one_at_a_time = asyncio.Lock()
+    process = BatchProcessor(app, state, setup, topics, expiry, handover or {}, counters)
+    guarded = ExitOnFailure(GuardOffsets(watch, FailOnce(settings.fault_fail_marker, process)))
+    eraser = Eraser(app, state, topics.projections)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: Any, revoked: Any = (), **kwargs: Any) -> None:
         for tp in revoked:
             expiry.forget_partition(tp.partition)
 
-    watch = StallWatch(timeout_s=settings.processor_stall_timeout_s)
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def on_assigned(sender: Any, assigned: Any = (), **kwargs: Any) -> None:
+        mine = {tp.partition for tp in assigned if tp.topic == raw_topic.get_topic_name()}
+        watch.assigned(mine, time.monotonic())
 
     def make_probe() -> OffsetProbe:
         return OffsetProbe(
@@ -185,16 +190,18 @@ def create_app(
             group_id(settings, settings.processors_generation),
         )
 
-    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
-    async def on_assigned(sender: Any, assigned: Any = (), **kwargs: Any) -> None:
-        mine = {tp.partition for tp in assigned if tp.topic == raw_topic.get_topic_name()}
-        watch.assigned(mine, time.monotonic())
-
     @app.task  # type: ignore[untyped-decorator]
     async def start_watchdog() -> None:
         WatchdogThread(watch, make_probe, lambda: bool(app.in_recovery or app.rebalancing)).start()
         # beside the worker, not in it: /readyz answers from what the watchdog last saw
         serve_health(settings.processors_health_port, watch)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def quiet_root_logger() -> None:
+        """Faust's worker sets the root logger to DEBUG for its spinner, even at ``-l
+        warn`` without a terminal, so every debug call in the send path built a record
+        (16 % of the samples in the profile): back to the level asked for."""
+        logging.getLogger().setLevel(settings.log_level.upper())
 
     @app.task  # type: ignore[untyped-decorator]
     async def dump_tasks_on_sigusr1() -> None:
@@ -208,201 +215,41 @@ def create_app(
                 app, settings.fault_stall_marker, raw_topic.get_topic_name(), watch.partitions
             )
 
-    def forget_expired(partition: int, now_ms: int) -> None:
-        if not expiry.knows(partition):  # first record since (re)assignment: what's held?
-            held_here = (
-                (eid, arrival_ms(v, now_ms))
-                for eid, v in first_seen.items()
-                if v and v["p"] == partition
-            )
-            expiry.rebuild(partition, held_here)
-        for event_id, arrived in expiry.expired(partition, now_ms):
-            held = first_seen.get(event_id)
-            if held is not None and arrival_ms(held, arrived) == arrived:
-                del first_seen[event_id]  # in-stream: the changelog gets a tombstone
-
-    # user_id -> {"state", "applied": position, "derived": outputs of that message}
-    learners = app.Table("learners", default=None, partitions=partitions)
-    # user_id -> {category: granted}
-    consents = app.Table("consent", default=None, partitions=partitions)
-    # user_id -> {"at": requested_at (ms) of their latest erasure, "topics", "modes": the
-    # projection keys it tombstoned}: older events of theirs are dropped
-    erased = app.Table("erased", default=None, partitions=partitions)
-    counters = {
-        "duplicates": 0,
-        "sampled_out": 0,
-        "consent_filtered": 0,
-        "erased": 0,
-        "dead_lettered": 0,
-    }
-
-    def fail_once_if_asked() -> None:
-        """Tests only: an infrastructure failure while processing, once."""
-        marker = settings.fault_fail_marker
-        if marker is not None and not marker.exists():
-            marker.touch()
-            raise RuntimeError("fault injection: processing this record fails once")
-
-    def exit_if_skipped(here: Position) -> None:
-        skipped_from = watch.skipped_before(here.partition, here.offset)
-        if skipped_from is not None:
-            # events.raw is written by idempotent, non-transactional producers and never
-            # compacted, so its offsets have no holes: a jump means the consumer dropped
-            # records (seen in CI: Faust skipped a whole fetched batch). Exit before this
-            # one, so nothing past the hole is folded and the restart reads the hole.
-            exit_for_restart(
-                "partition %d: offsets %d..%d were skipped by the consumer; exiting so a "
-                "restart reads them",
-                here.partition,
-                skipped_from,
-                here.offset - 1,
-            )
-
-    def arrival(message: Any) -> int:
-        seconds: float = message.message.timestamp  # Faust gives seconds
-        return round(seconds * 1000)
-
-    def read_known(event: Event) -> decide.Known:
-        """What the tables hold that bears on ``event``."""
-        user = event.user_id
-        erasure = erased.get(user) if user is not None else None
-        seen_at = first_seen.get(event.event_id)
-        return decide.Known(
-            erased_at_ms=None if erasure is None else erasure["at"],
-            first_seen=Position.from_json(seen_at) if seen_at else None,
-            consent=(consents.get(user) if user is not None else None) or {},
-            learner=learners.get(user) if user is not None else None,
-        )
-
-    def decide_record(message: Any, here: Position) -> decide.Outcome | decide.Rejected:
-        """No await in here or before the table writes that follow: nothing else (the
-        erasure agent) runs between reading a learner's state and writing it back."""
-        data: bytes = message.value if message.value is not None else b""
-        parsed = decide.parse(data, setup)
-        if isinstance(parsed, decide.Rejected):
-            return parsed
-        # housekeeping, not a decision: ids past the window go before the table is read
-        forget_expired(here.partition, arrival(message))
-        return decide.decide(parsed, read_known(parsed.event), here, setup)
-
-    async def send_dead_letter(
-        rejected: decide.Rejected, message: Any, source: str, replaying: bool = False
-    ) -> None:
-        counters["dead_lettered"] += 1
-        if replaying:  # dead-lettered by the previous generation
-            return
-        log.error("dead-lettering the record at %s: %s", source, rejected.reason)
-        letter = dead_letter(
-            rejected.raw,
-            [FieldError("(message)", rejected.reason)],
-            datetime.fromtimestamp(message.message.timestamp, UTC),  # Faust: seconds
-            source=source,
-        )
-        await invalid_topic.send(value=letter)
-
-    def write_tables(outcome: decide.Outcome, here: Position, arrived_ms: int) -> None:
-        event = outcome.event
-        if outcome.dropped is not None:
-            counters[outcome.dropped] += 1
-        if outcome.first_time:
-            first_seen[event.event_id] = {**here.as_json(), "t": arrived_ms, "u": event.user_id}
-            expiry.remember(here.partition, event.event_id, arrived_ms)
-        if outcome.consent is not None:
-            consents[event.user_id] = outcome.consent
-        learner = outcome.learner
-        if learner is not None and learner.stored is not None:
-            learners[learner.user_id] = learner.stored
-
-    async def publish_learner(learner: decide.LearnerOutcome, replaying: bool) -> None:
-        key = learner.user_id.encode()
-        if not replaying:  # replaying: the previous generation already wrote these
-            for value in learner.derived:
-                await derived_topic.send(key=key, value=value)
-        for snapshot in learner.snapshots:
-            await projection_topics[snapshot.projection].publish(snapshot.key, snapshot.value)
-
-    async def carry_out(
-        outcome: decide.Outcome, message: Any, here: Position, replaying: bool
-    ) -> None:
-        write_tables(outcome, here, arrival(message))
-        if outcome.clean is not None and not replaying:
-            await clean_topic.send(key=message.key, value=outcome.clean)
-        if outcome.learner is not None:
-            await publish_learner(outcome.learner, replaying)
-
-    async def handle(message: Any) -> None:
-        fail_once_if_asked()
-        here = Position(message.message.partition, message.message.offset)
-        exit_if_skipped(here)
-        watch.processed(here.partition, here.offset, time.monotonic())
-        replaying = here.offset < emits_from.get(here.partition, 0)
-        decision = decide_record(message, here)
-        if isinstance(decision, decide.Rejected):
-            await send_dead_letter(decision, message, _dead_letter_source(here), replaying)
-        else:
-            await carry_out(decision, message, here, replaying)
-
     @app.agent(raw_topic)
     async def process_raw(stream: faust.StreamT[bytes]) -> None:
-        async for message in stream.events():
-            try:
-                await handle(message)
-            except Exception:
-                # Not the record's fault (those are dead-lettered above): infrastructure.
-                # Exit at once: Faust would ack the failing message while unwinding and
-                # commit it on shutdown, skipping it for good. Exiting without a commit
-                # makes the restart retry it, as after a SIGKILL.
-                exit_for_restart(
-                    "processing failed; exiting so a restart retries it", exc_info=True
-                )
+        # take_events: Faust's batching with the events, not just their values
+        async for batch in stream.take_events(BATCH_MAX, BATCH_WITHIN_S):  # type: ignore[attr-defined]
+            async with one_at_a_time:
+                await guarded(batch)
 
-    async def erase(request: ErasureRequest) -> None:
-        """Forget at once, then send tombstones.
-
-        The forgetting has no await in it, so the events agent cannot fold this learner
-        in between: any snapshot published after it holds only later events. The keys
-        to tombstone are kept in ``erased``, so a crash before the tombstones are out
-        repeats them when the request is redelivered, even though the state is gone."""
-        user = request.user_id
-        stored = learners.get(user)
-        state = from_json(stored["state"]) if stored else LearnerState()
-        before = erased.get(user) or {}
-        topics = sorted(set(state.mastery) | set(before.get("topics", ())))
-        modes = sorted(set(state.modes) | set(before.get("modes", ())))
-        for table in (learners, consents):
-            if table.get(user) is not None:
-                del table[user]
-        for event_id in [eid for eid, v in first_seen.items() if v and v.get("u") == user]:
-            del first_seen[event_id]
-        erased[user] = {
-            "at": max(before.get("at", 0), request.requested_at_ms),
-            "topics": topics,
-            "modes": modes,
-        }
-        for topic, keys in projection_keys(user, topics, modes).items():
-            for key in keys:
-                await projection_topics[topic].tombstone(key)
-        log.info("erased learner %s (request %s)", user, request.request_id)
-
-    async def handle_erasure(message: Any) -> None:
-        request = decide.parse_erasure(message.value)
-        if isinstance(request, decide.Rejected):
-            here = Position(message.message.partition, message.message.offset)
-            source = _dead_letter_source(here, erasure_topic.get_topic_name())
-            await send_dead_letter(request, message, source)
-        else:
-            await erase(request)
+    async def handle_erasure(event: Any) -> None:
+        request = decide.parse_erasure(event.value)
+        if not isinstance(request, decide.Rejected):
+            await eraser.erase(request, event)
+            return
+        here = Position(event.message.partition, event.message.offset)
+        source = dead_letter_source(here, erasure_topic.get_topic_name())
+        log.error("dead-lettering the record at %s: %s", source, request.reason)
+        letter = dead_letter(
+            request.raw,
+            [FieldError("(message)", request.reason)],
+            datetime.fromtimestamp(event.message.timestamp, UTC),
+            source=source,
+        )
+        future = await app.producer.send(topics.invalid, None, letter, None, None, None)
+        await future
 
     @app.agent(erasure_topic)
     async def process_erasures(stream: faust.StreamT[bytes]) -> None:
-        async for message in stream.events():
+        async for event in stream.events():
             try:
-                await handle_erasure(message)
-            except Exception:  # as for events: never skip a request by committing past it
+                async with one_at_a_time:
+                    await handle_erasure(event)
+            except BaseException:  # as for events: never skip a request by committing past it
                 exit_for_restart("erasure failed; exiting so a restart retries it", exc_info=True)
 
     @app.timer(interval=60.0)  # type: ignore[untyped-decorator]
     async def report_counters() -> None:
-        log.info("processor counters: %s", counters)
+        log.info("processor counters: %s", dict(counters))
 
     return app

@@ -1,13 +1,14 @@
 """What one raw record does, decided apart from doing it.
 
 Everything here depends only on the record's content and the state read for it:
-decoding, the erasure / dedup / sampling / consent gates, the fold, and shaping and
-Avro-encoding every record that will be sent. Nothing here writes a table or sends
-(no Faust, no Kafka, no awaits). So an exception while deciding is the record's own
-doing and would recur on every retry: the record is ``Rejected`` (the caller
-dead-letters it and moves on) and nothing of it is written or sent. Only the effects
-carried out afterwards, table writes and sends, can fail for reasons outside the
-record, and those are retried by restarting from the committed offset.
+decoding, the rulebook (``projections.rulebook``: erasure, dedup, sampling, consent,
+the fold), and shaping and Avro-encoding every record that will be sent. Nothing here
+writes a table or sends (no Faust, no Kafka, no awaits): state changes go into the
+batch's ``Ledger``. So an exception while deciding is the record's own doing and would
+recur on every retry: the record is ``Rejected`` (the caller dead-letters it and moves
+on), the ledger takes back whatever it had written, and nothing of it is sent. Only the
+effects carried out afterwards, table writes and sends, can fail for reasons outside
+the record, and those are retried by restarting from the committed offset.
 
 One kind of I/O is reachable from here: a Confluent schema registry, asked over HTTP
 (memoized) for schemas and ids. Its failures are infrastructure and pass through
@@ -20,13 +21,13 @@ import json
 import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from typing import Any
 
 import httpx
 
-from learnstream.erasure import ErasureRequest, erased_before
+from learnstream.erasure import ErasureRequest
 from learnstream.topics import (
     PROJECTIONS_BLIND_SPOTS,
     PROJECTIONS_MODE_PROGRESS,
@@ -35,11 +36,21 @@ from learnstream.topics import (
     PROJECTIONS_XP,
 )
 from processors import outputs
-from processors.consent import CONSENT_EVENT, allowed, updated_consent
-from processors.delivery import Position, Seen, already_applied, classify
-from processors.sampling import keeps, sample_rate
+from projections.delivery import Position
 from projections.events import Event
-from projections.learner import LearnerState, apply, from_json, to_json
+from projections.learner import Derived, Needs, Summary, TopicMastery
+from projections.policy import Policy, catalog_policy
+from projections.rulebook import (
+    DRILLS,
+    LEARNER,
+    TOPIC,
+    Incoming,
+    LearnerEntry,
+    Ledger,
+    Outcome,
+    Rulebook,
+    piece_key,
+)
 from schemas.catalog import EventCatalog, EventType
 from schemas.codec import decode, encode
 from schemas.event_time import unsupported
@@ -48,10 +59,11 @@ from schemas.registry import SchemaRegistry
 # The stages a record can fail in; a dead letter reads "cannot <stage>: <exception>".
 DECODE = "decode"
 EVENT_TIME = "take its event time"
-FILTER = "check erasure, duplicates, sampling and consent"
+FILTER = "look up its consent category and sample rate"
+FOLD = "fold into the learner's state"  # the rulebook: erasure, dedup, sampling, consent, fold
 RESAMPLE = "re-encode with its sample rate"
-FOLD = "fold into the learner's state"
-OUTPUTS = "build its derived events and projection snapshots"
+OUTPUTS = "build its derived events"
+SNAPSHOT = "build a projection snapshot"
 MAX_ERROR_CHARS = 1000
 
 
@@ -75,6 +87,12 @@ class Setup:
     projections: Mapping[str, Codec]  # by unprefixed projection topic name
     environment: str
     sample_rate_overrides: Mapping[str, float]
+    book: Rulebook = field(default_factory=Rulebook)
+    policy: Policy = field(init=False)
+
+    def __post_init__(self) -> None:
+        policy = catalog_policy(self.catalog, self.environment, self.sample_rate_overrides)
+        object.__setattr__(self, "policy", policy)
 
 
 @dataclass(frozen=True)
@@ -86,13 +104,12 @@ class Parsed:
 
 
 @dataclass(frozen=True)
-class Known:
-    """What the tables hold about one record, read before deciding on it."""
+class Decided:
+    """What processing one record sends; its state changes are in the batch's ledger."""
 
-    erased_at_ms: int | None  # the learner's latest erasure, if any
-    first_seen: Position | None  # where its event_id was first seen, within the window
-    consent: Mapping[str, bool]
-    learner: Mapping[str, Any] | None  # the learners table's value for its user
+    outcome: Outcome
+    clean: bytes | None = None  # the record for events.clean
+    derived: tuple[bytes, ...] = ()  # for events.derived, in order
 
 
 @dataclass(frozen=True)
@@ -100,26 +117,6 @@ class Snapshot:
     projection: str  # unprefixed topic name
     key: str
     value: bytes
-
-
-@dataclass(frozen=True)
-class LearnerOutcome:
-    user_id: str
-    stored: dict[str, Any] | None  # the learner's new table value; None: already applied
-    derived: tuple[bytes, ...]  # for events.derived, in order
-    snapshots: tuple[Snapshot, ...]  # for the projection topics, in order
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What processing one record writes and sends; every field is optional."""
-
-    event: Event
-    dropped: str | None = None  # the counter that says why nothing is sent
-    first_time: bool = False  # its position goes into the dedup table
-    consent: dict[str, bool] | None = None  # the learner's consent after it
-    clean: bytes | None = None  # the record for events.clean
-    learner: LearnerOutcome | None = None
 
 
 @dataclass(frozen=True)
@@ -238,42 +235,34 @@ def _text(data: bytes) -> str:
         return data.hex()
 
 
-def decide(parsed: Parsed, known: Known, here: Position, setup: Setup) -> Outcome | Rejected:
-    """What the record at ``here`` does, given what the tables hold for it."""
+def decide(
+    parsed: Parsed, ledger: Ledger, here: Position, arrived_ms: int, setup: Setup
+) -> Decided | Rejected:
+    """What the record at ``here`` does; its state changes go into ``ledger``, which
+    takes them back if the record is rejected."""
+    ledger.begin()
     try:
-        return _decide(parsed, known, here, setup)
+        return _decide(parsed, ledger, here, arrived_ms, setup)
     except _Failure as failure:
+        ledger.rollback()
         return Rejected(failure.stage, _named(failure.cause), raw_record(parsed.data, parsed.datum))
 
 
-def _decide(parsed: Parsed, known: Known, here: Position, setup: Setup) -> Outcome:
-    event, kind = parsed.event, parsed.event_type
+def _decide(
+    parsed: Parsed, ledger: Ledger, here: Position, arrived_ms: int, setup: Setup
+) -> Decided:
+    event = parsed.event
     with _stage(FILTER):
-        if known.erased_at_ms is not None and erased_before(known.erased_at_ms, event.timestamp):
-            return Outcome(event, dropped="erased")  # a late copy of an erased learner's event
-        verdict = classify(known.first_seen, here)
-        if verdict is Seen.DUPLICATE:
-            return Outcome(event, dropped="duplicates")
-        first_time = verdict is Seen.FIRST_TIME
-        rate = sample_rate(kind, setup.environment, setup.sample_rate_overrides)
-        if not keeps(event.event_id, rate):
-            return Outcome(event, dropped="sampled_out", first_time=first_time)
-        consent = _consent_after(event, known.consent)
-        if not allowed(known.consent, event.event_type, kind.category):
-            return Outcome(
-                event, dropped="consent_filtered", first_time=first_time, consent=consent
-            )
+        category, rate = setup.policy(event.event_type)
+    with _stage(FOLD):
+        outcome = setup.book.step(ledger, Incoming(event, here, arrived_ms, category, rate))
+    if not outcome.kept:
+        return Decided(outcome)
     with _stage(RESAMPLE):
         clean = _clean(parsed, rate, setup)
-    learner = None if event.user_id is None else _learner(parsed, known.learner, here, setup)
-    return Outcome(event, first_time=first_time, consent=consent, clean=clean, learner=learner)
-
-
-def _consent_after(event: Event, consent: Mapping[str, bool]) -> dict[str, bool] | None:
-    """The learner's consent as this event leaves it; None when it does not change it."""
-    if event.user_id is None or event.event_type != CONSENT_EVENT:
-        return None
-    return updated_consent(consent, event.properties)
+    with _stage(OUTPUTS):
+        derived = tuple(_derived_record(d, parsed.datum, setup) for d in outcome.derived)
+    return Decided(outcome, clean, derived)
 
 
 def _clean(parsed: Parsed, rate: float, setup: Setup) -> bytes:
@@ -285,77 +274,88 @@ def _clean(parsed: Parsed, rate: float, setup: Setup) -> bytes:
     return encode(schema_id, kind.parsed, {**parsed.datum, "sample_rate": rate})
 
 
-def _learner(
-    parsed: Parsed, stored: Mapping[str, Any] | None, here: Position, setup: Setup
-) -> LearnerOutcome:
-    event = parsed.event
-    assert event.user_id is not None
-    with _stage(FOLD):
-        state, write, derived = _fold(event, stored, here)
-    with _stage(OUTPUTS):
-        return LearnerOutcome(
-            event.user_id,
-            write,
-            tuple(_derived_record(item, parsed.datum, setup) for item in derived),
-            _snapshots(event, state, setup.projections),
-        )
-
-
-def _fold(
-    event: Event, stored: Mapping[str, Any] | None, here: Position
-) -> tuple[LearnerState, dict[str, Any] | None, list[dict[str, Any]]]:
-    """(state after the event, the table value to write or None, its derived outputs)."""
-    state = from_json(stored["state"]) if stored else LearnerState()
-    applied = Position.from_json(stored["applied"]) if stored else None
-    if stored and already_applied(applied, here):
-        # redelivered: the same outputs again, their ids make them idempotent
-        return state, None, list(stored["derived"])
-    state, produced = apply(state, event)
-    derived = [outputs.derived_to_json(d) for d in produced]
-    return state, {"state": to_json(state), "applied": here.as_json(), "derived": derived}, derived
-
-
-def _derived_record(item: dict[str, Any], source: dict[str, Any], setup: Setup) -> bytes:
-    derived = outputs.derived_from_json(item)
+def _derived_record(derived: Derived, source: dict[str, Any], setup: Setup) -> bytes:
     kind = setup.catalog[derived.kind]
     record = outputs.derived_datum(setup.catalog, derived, source)
     return encode(setup.registry.id_for(kind.subject, kind.schema), kind.parsed, record)
 
 
-def _snapshots(
-    event: Event, state: LearnerState, codecs: Mapping[str, Codec]
-) -> tuple[Snapshot, ...]:
-    """The projection snapshots this event touches. They are sent on redelivery too:
-    they may not have gone out before a crash, and on a compacted topic the same
-    snapshot twice is harmless."""
-    user = event.user_id
-    assert user is not None
-    records: list[tuple[str, str, dict[str, Any]]] = [
-        (
-            PROJECTIONS_XP,
-            user,
-            {"user_id": user, "xp": state.xp, "events_applied": state.events_applied},
-        ),
-        (PROJECTIONS_USER_PROGRESS, user, outputs.user_progress(user, state)),
-    ]
-    topic = event.properties.get("topic_id")
-    if event.event_type == "question_submit" and topic is not None and str(topic) in state.mastery:
+# ---- projection snapshots: one per touched key per batch ---------------------------
+
+
+@dataclass
+class Touched:
+    """The projection keys a batch changed, in first-touched order."""
+
+    users: dict[str, None] = field(default_factory=dict)
+    topics: dict[tuple[str, str], None] = field(default_factory=dict)
+    modes: dict[tuple[str, str], None] = field(default_factory=dict)
+    blind_spots: dict[str, None] = field(default_factory=dict)
+
+    def add(self, event: Event, needs: Needs) -> None:
+        """What ``event`` (folded, or redelivered) touched. Snapshots go out on a
+        redelivery too: they may not have gone out before a crash, and on a compacted
+        topic the same snapshot twice is harmless."""
+        user = event.user_id
+        assert user is not None
+        self.users[user] = None
+        if needs.topic is not None:
+            self.topics[(user, needs.topic)] = None
+        if event.event_type == "session_completed":
+            mode = event.properties.get("practice_mode_id")
+            if mode is not None:
+                self.modes[(user, str(mode))] = None
+            self.blind_spots[user] = None
+
+
+def snapshots(ledger: Ledger, touched: Touched, setup: Setup) -> list[Snapshot | Rejected]:
+    """The latest snapshot of every key the batch touched, from the ledger's state."""
+    records: list[tuple[str, str, Any]] = []
+    summaries: dict[str, Summary] = {}
+    for user in touched.users:
+        entry: LearnerEntry = ledger.get(LEARNER, user)
+        summary = summaries[user] = entry.summary
+        xp = {"user_id": user, "xp": summary.xp, "events_applied": summary.events_applied}
+        records.append((PROJECTIONS_XP, user, lambda xp=xp: xp))
+        records.append(
+            (PROJECTIONS_USER_PROGRESS, user, lambda u=user, s=summary: outputs.user_progress(u, s))
+        )
+    for user, topic in touched.topics:
+        mastery: TopicMastery = ledger.get(TOPIC, piece_key(user, topic))
+        summary = summaries[user]
         records.append(
             (
                 PROJECTIONS_TOPIC_MASTERY,
                 f"{user}:{topic}",
-                outputs.topic_mastery(user, str(topic), state),
+                lambda u=user, t=topic, m=mastery, s=summary: outputs.topic_mastery(u, t, m, s),
             )
         )
-    if event.event_type == "session_completed":
-        mode_id = event.properties.get("practice_mode_id")
-        if mode_id is not None:
-            records.append(
-                (
-                    PROJECTIONS_MODE_PROGRESS,
-                    f"{user}:{mode_id}",
-                    outputs.mode_progress(user, str(mode_id), state),
-                )
+    for user, mode in touched.modes:
+        summary = summaries[user]
+        records.append(
+            (
+                PROJECTIONS_MODE_PROGRESS,
+                f"{user}:{mode}",
+                lambda u=user, m=mode, s=summary: outputs.mode_progress(u, m, s),
             )
-        records.append((PROJECTIONS_BLIND_SPOTS, user, outputs.learner_blind_spots(user, state)))
-    return tuple(Snapshot(name, key, codecs[name].encode(record)) for name, key, record in records)
+        )
+    for user in touched.blind_spots:
+        drills = ledger.get(DRILLS, user) or ()
+        summary = summaries[user]
+        records.append(
+            (
+                PROJECTIONS_BLIND_SPOTS,
+                user,
+                lambda u=user, s=summary, d=drills: outputs.learner_blind_spots(u, s, d),
+            )
+        )
+    built: list[Snapshot | Rejected] = []
+    for projection, key, shape in records:
+        try:
+            with _stage(SNAPSHOT):
+                value = setup.projections[projection].encode(shape())
+            built.append(Snapshot(projection, key, value))
+        except _Failure as failure:
+            where = json.dumps({"projection": projection, "key": key})
+            built.append(Rejected(failure.stage, _named(failure.cause), where))
+    return built

@@ -7,13 +7,14 @@ redelivery that sends them again is a duplicate downstream, not a second award.
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
-from projections.blind_spots import blind_spots
-from projections.events import zone
-from projections.learner import Derived, LearnerState
-from projections.streaks import current_streak
+import msgspec
+
+from projections.blind_spots import DrillAttempt, blind_spots
+from projections.learner import Derived, Summary, TopicMastery
+from projections.streaks import current_streak, last_active
 from projections.study import RECENT_DAYS, StudyStats
 from schemas.catalog import EventCatalog
 
@@ -54,44 +55,23 @@ def derived_datum(
     }
 
 
-def derived_to_json(derived: Derived) -> dict[str, Any]:
-    return {
-        "kind": derived.kind,
-        "user": derived.user_id,
-        "source": derived.source_event_id,
-        "at": derived.timestamp.isoformat(),
-        "props": dict(derived.properties),
-    }
-
-
-def derived_from_json(data: dict[str, Any]) -> Derived:
-    return Derived(
-        data["kind"],
-        data["user"],
-        data["source"],
-        datetime.fromisoformat(data["at"]),
-        data["props"],
-    )
-
-
-def user_progress(user_id: str, state: LearnerState) -> dict[str, Any]:
-    assert state.latest is not None
-    local_today = state.latest.timestamp.astimezone(zone(state.latest.timezone)).date()
-    last_active = max(state.active_days) if state.active_days else None
+def user_progress(user_id: str, summary: Summary) -> dict[str, Any]:
+    assert summary.latest is not None
+    local_today = summary.latest.local_date
     return {
         "user_id": user_id,
-        "xp": state.xp,
-        "level": state.level,
-        "current_streak": current_streak(state.active_days, local_today),
-        "longest_streak": state.longest_streak,
-        "last_active_date": None if last_active is None else date.fromordinal(last_active),
-        "latest_event_at": state.latest.timestamp,
-        "events_applied": state.events_applied,
-        **_study(state.study, local_today),
+        "xp": summary.xp,
+        "level": summary.level,
+        "current_streak": current_streak(summary.streak, local_today),
+        "longest_streak": summary.streak.longest,
+        "last_active_date": last_active(summary.streak),
+        "latest_event_at": summary.latest.timestamp,
+        "events_applied": summary.events_applied,
+        **_study(summary.study, summary.courses, local_today),
     }
 
 
-def _study(study: StudyStats, local_today: date) -> dict[str, Any]:
+def _study(study: StudyStats, courses: dict[str, int], local_today: date) -> dict[str, Any]:
     horizon = local_today.toordinal() - RECENT_DAYS
     return {
         "sessions_started": study.sessions_started,
@@ -103,29 +83,31 @@ def _study(study: StudyStats, local_today: date) -> dict[str, Any]:
         "questions_answered": study.questions_answered,
         "questions_correct": study.questions_correct,
         "courses": [
-            {"course_id": course, "completed_content": len(done)}
-            for course, done in sorted(study.courses.items())
+            {"course_id": course, "completed_content": done}
+            for course, done in sorted(courses.items())
         ],
         "recent_days": [
-            {"date": date.fromordinal(day), **vars(stats)}
+            {"date": date.fromordinal(day), **msgspec.structs.asdict(stats)}
             for day, stats in sorted(study.days.items())
             if day > horizon
         ],
     }
 
 
-def topic_mastery(user_id: str, topic_id: str, state: LearnerState) -> dict[str, Any]:
+def topic_mastery(
+    user_id: str, topic_id: str, mastery: TopicMastery, summary: Summary
+) -> dict[str, Any]:
     return {
         "user_id": user_id,
         "topic_id": topic_id,
-        "p_mastery": state.mastery[topic_id],
-        "mastered": topic_id in state.mastered,
-        "events_applied": state.events_applied,
+        "p_mastery": mastery.p,
+        "mastered": mastery.mastered,
+        "events_applied": summary.events_applied,
     }
 
 
-def mode_progress(user_id: str, mode: str, state: LearnerState) -> dict[str, Any]:
-    p = state.modes[mode]
+def mode_progress(user_id: str, mode: str, summary: Summary) -> dict[str, Any]:
+    p = summary.modes[mode]
     return {
         "user_id": user_id,
         "practice_mode_id": mode,
@@ -133,16 +115,18 @@ def mode_progress(user_id: str, mode: str, state: LearnerState) -> dict[str, Any
         "total_sessions": p.total_sessions,
         "total_drills_completed": p.total_drills_completed,
         "sessions_at_current_level": p.sessions_at_current_level,
-        "events_applied": state.events_applied,
+        "events_applied": summary.events_applied,
     }
 
 
-def learner_blind_spots(user_id: str, state: LearnerState) -> dict[str, Any]:
-    assert state.latest is not None
-    spots = blind_spots(state.drill_attempts, state.latest.timestamp)
+def learner_blind_spots(
+    user_id: str, summary: Summary, drills: tuple[DrillAttempt, ...]
+) -> dict[str, Any]:
+    assert summary.latest is not None
+    spots = blind_spots(drills, summary.latest.timestamp)
     return {
         "user_id": user_id,
-        "as_of": state.latest.timestamp,
+        "as_of": summary.latest.timestamp,
         "blind_spots": [
             {
                 **s,
@@ -151,5 +135,5 @@ def learner_blind_spots(user_id: str, state: LearnerState) -> dict[str, Any]:
             }
             for s in spots
         ],
-        "events_applied": state.events_applied,
+        "events_applied": summary.events_applied,
     }

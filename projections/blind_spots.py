@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+
+import msgspec
 
 WINDOW = timedelta(days=30)
 HOW_MANY = 3
@@ -22,8 +23,7 @@ HOW_MANY = 3
 LATENESS_BOUND = timedelta(days=7)
 
 
-@dataclass(frozen=True)
-class DrillAttempt:
+class DrillAttempt(msgspec.Struct, frozen=True, array_like=True):
     timestamp: datetime
     event_id: str
     drill_id: Any

@@ -1,72 +1,116 @@
-"""One learner's state and the fold step ``apply(state, event) -> (state, derived)``.
+"""One learner's state, in pieces, and the fold step over them.
 
-Composes the rules in xp, streaks, mastery, modes, blind_spots and study. Pure: no I/O, no
-clock. ``summary`` renders the state as of a given time (the fold CLI's shape) and
-``to_json`` / ``from_json`` carry it through a changelog.
+An event reads and writes only the pieces it touches, so the cost of an event does not
+depend on the learner's history:
+
+- ``Summary`` (one per learner): XP, counters, the streak window, the newest event,
+  study totals, recent daily stats, per-course counts and practice-mode progress. Its
+  size is bounded whatever the history (every part is a counter, a fixed window or one
+  entry per course / mode).
+- ``TopicMastery`` per (learner, topic): read and written by question_submit only.
+- the completed content ids per (learner, course): by lesson/quiz completions only.
+- the recent drill attempts per learner (30 days + lateness): by session_completed.
+
+``step`` folds one event into the pieces it needs (``needs``). ``LearnerState`` gathers
+every piece of one learner, for the batch fold and the fold CLI: ``apply`` on it is
+``step`` on its pieces. Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+import msgspec
+
 from projections.blind_spots import DrillAttempt, attempts_from, blind_spots, prune
-from projections.events import Event, parse_instant, zone
+from projections.events import Event, zone
 from projections.mastery import MASTERY_THRESHOLD, PRIOR, bkt_update
 from projections.modes import ModeProgress
-from projections.streaks import ACTIVITY_TYPES, add_active_day, current_streak
-from projections.study import StudyStats, apply_study, study_from_json, study_to_json
+from projections.streaks import ACTIVITY_TYPES, Streak, add_active_day, current_streak
+from projections.study import CONTENT_COMPLETIONS, StudyStats, apply_study
 from projections.xp import level_for, xp_for
 
 
-@dataclass(frozen=True)
-class Derived:
+class Derived(msgspec.Struct, frozen=True, array_like=True):
     """A derived event: what happened to the learner because of ``source_event_id``."""
 
     kind: str  # xp_earned | level_up | streak_continued | streak_broken | concept_mastered
     user_id: str
     source_event_id: str
     timestamp: datetime
-    properties: Mapping[str, Any]
+    properties: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class Latest:
+class Latest(msgspec.Struct, frozen=True, array_like=True):
     """The learner's newest event by event time: its zone decides "today"."""
 
     timestamp: datetime
     event_id: str
     timezone: str | None
 
+    @property
+    def local_date(self) -> date:
+        return self.timestamp.astimezone(zone(self.timezone)).date()
 
-@dataclass(frozen=True)
-class LearnerState:
+
+class Summary(msgspec.Struct, frozen=True, array_like=True):
     xp: int = 0
     events_applied: int = 0
-    active_days: frozenset[int] = frozenset()
-    longest_streak: int = 0
+    streak: Streak = Streak()
     latest: Latest | None = None
-    mastery: Mapping[str, float] = field(default_factory=dict)
-    mastered: frozenset[str] = frozenset()
-    modes: Mapping[str, ModeProgress] = field(default_factory=dict)
-    drill_attempts: tuple[DrillAttempt, ...] = ()
-    study: StudyStats = field(default_factory=StudyStats)
+    study: StudyStats = StudyStats()
+    courses: dict[str, int] = msgspec.field(default_factory=dict)  # completed content
+    modes: dict[str, ModeProgress] = msgspec.field(default_factory=dict)
 
     @property
     def level(self) -> int:
         return level_for(self.xp)
 
 
-def _newer(latest: Latest | None, event: Event) -> Latest:
-    candidate = Latest(event.timestamp, event.event_id, event.timezone)
-    if latest is None or (candidate.timestamp, candidate.event_id) > (
-        latest.timestamp,
-        latest.event_id,
-    ):
-        return candidate
-    return latest
+class TopicMastery(msgspec.Struct, frozen=True, array_like=True):
+    p: float = PRIOR
+    mastered: bool = False
+
+
+@dataclass(frozen=True)
+class Needs:
+    """The pieces beyond the summary that one event reads and writes."""
+
+    topic: str | None = None  # question_submit with a topic and a boolean answer
+    course: str | None = None  # a content completion within a course
+    content: str | None = None
+    drills: bool = False  # session_completed: its scores join the recent attempts
+
+
+NOTHING_MORE = Needs()
+
+
+def needs(event: Event) -> Needs:
+    kind, props = event.event_type, event.properties
+    if kind == "question_submit":
+        topic = props.get("topic_id")
+        if topic is not None and isinstance(props.get("is_correct"), bool):
+            return Needs(topic=str(topic))
+    elif kind in CONTENT_COMPLETIONS:
+        course, content = props.get("course_id"), props.get("content_id")
+        if course is not None and content is not None:
+            return Needs(course=str(course), content=str(content))
+    elif kind == "session_completed":
+        return Needs(drills=True)
+    return NOTHING_MORE
+
+
+@dataclass(frozen=True)
+class Pieces:
+    """The pieces one event reads (None: that piece does not exist yet, or is not needed)."""
+
+    summary: Summary
+    topic: TopicMastery | None = None
+    course: frozenset[str] | None = None
+    drills: tuple[DrillAttempt, ...] | None = None
 
 
 def _derive(event: Event, kind: str, **properties: Any) -> Derived:
@@ -74,30 +118,33 @@ def _derive(event: Event, kind: str, **properties: Any) -> Derived:
     return Derived(kind, event.user_id, event.event_id, event.timestamp, properties)
 
 
-def _apply_xp(state: LearnerState, event: Event, out: list[Derived]) -> LearnerState:
-    amount = xp_for(event)
+def _newer(latest: Latest | None, event: Event) -> Latest:
+    if latest is None or (event.timestamp, event.event_id) > (latest.timestamp, latest.event_id):
+        return Latest(event.timestamp, event.event_id, event.timezone)
+    return latest
+
+
+def _xp(xp: int, amount: int, event: Event, out: list[Derived]) -> int:
     if amount == 0:
-        return state
-    total = state.xp + amount
+        return xp
+    total = xp + amount
     out.append(
         _derive(
             event, "xp_earned", xp_amount=amount, xp_source=event.event_type, new_total_xp=total
         )
     )
-    old_level, new_level = level_for(state.xp), level_for(total)
+    old_level, new_level = level_for(xp), level_for(total)
     if new_level > old_level:
         out.append(
             _derive(event, "level_up", old_level=old_level, new_level=new_level, total_xp=total)
         )
-    return replace(state, xp=total)
+    return total
 
 
-def _apply_streak(state: LearnerState, event: Event, out: list[Derived]) -> LearnerState:
+def _streak(streak: Streak, event: Event, out: list[Derived]) -> Streak:
     if event.event_type not in ACTIVITY_TYPES:
-        return state
-    days, longest, change = add_active_day(
-        state.active_days, state.longest_streak, event.local_date
-    )
+        return streak
+    streak, change = add_active_day(streak, event.local_date)
     if change is not None:
         out.append(
             _derive(
@@ -108,62 +155,126 @@ def _apply_streak(state: LearnerState, event: Event, out: list[Derived]) -> Lear
                 is_new_record=change.is_new_record,
             )
         )
-    return replace(state, active_days=days, longest_streak=longest)
+    return streak
 
 
-def _apply_mastery(state: LearnerState, event: Event, out: list[Derived]) -> LearnerState:
-    if event.event_type != "question_submit":
-        return state
-    topic, correct = event.properties.get("topic_id"), event.properties.get("is_correct")
-    if topic is None or not isinstance(correct, bool):
-        return state
-    topic = str(topic)
-    p = bkt_update(state.mastery.get(topic, PRIOR), correct)
-    mastered = state.mastered
-    if p >= MASTERY_THRESHOLD and topic not in mastered:
-        mastered = mastered | {topic}
+def _mastery(
+    piece: TopicMastery | None, topic: str, event: Event, out: list[Derived]
+) -> TopicMastery:
+    before = piece or TopicMastery()
+    p = bkt_update(before.p, event.properties["is_correct"])
+    if p >= MASTERY_THRESHOLD and not before.mastered:
         out.append(_derive(event, "concept_mastered", topic_id=topic, mastery_probability=p))
-    return replace(state, mastery={**state.mastery, topic: p}, mastered=mastered)
+        return TopicMastery(p, True)
+    return TopicMastery(p, before.mastered)
 
 
-def _apply_session(state: LearnerState, event: Event) -> LearnerState:
-    if event.event_type != "session_completed":
-        return state
-    props = event.properties
-    mode = props.get("practice_mode_id")
-    modes = state.modes
-    if mode is not None:
-        drills = props.get("drills_completed")
-        drills = drills if isinstance(drills, int) and not isinstance(drills, bool) else 0
-        progress = modes.get(str(mode), ModeProgress()).after_session(drills)
-        modes = {**modes, str(mode): progress}
-    attempts = state.drill_attempts + attempts_from(
-        event.timestamp, event.event_id, props.get("scores")
+def _modes(modes: dict[str, ModeProgress], event: Event) -> dict[str, ModeProgress]:
+    mode = event.properties.get("practice_mode_id")
+    if event.event_type != "session_completed" or mode is None:
+        return modes
+    drills = event.properties.get("drills_completed")
+    drills = drills if isinstance(drills, int) and not isinstance(drills, bool) else 0
+    return {**modes, str(mode): modes.get(str(mode), ModeProgress()).after_session(drills)}
+
+
+def step(pieces: Pieces, event: Event, wanted: Needs) -> tuple[Pieces, list[Derived]]:
+    """Fold one (already deduplicated) event of this learner into the pieces it needs."""
+    derived: list[Derived] = []
+    before = pieces.summary
+    amount = xp_for(event)
+    xp = _xp(before.xp, amount, event, derived)
+    streak = _streak(before.streak, event, derived)
+    topic = None if wanted.topic is None else _mastery(pieces.topic, wanted.topic, event, derived)
+    latest = _newer(before.latest, event)
+    courses, course = before.courses, pieces.course
+    if wanted.course is not None and wanted.content is not None:
+        done = course or frozenset()
+        if wanted.content not in done:
+            course = done | {wanted.content}
+            courses = {**courses, wanted.course: len(course)}
+    drills = pieces.drills
+    if wanted.drills:
+        attempts = attempts_from(event.timestamp, event.event_id, event.properties.get("scores"))
+        drills = prune((drills or ()) + attempts, latest.timestamp)
+    summary = Summary(
+        xp=xp,
+        events_applied=before.events_applied + 1,
+        streak=streak,
+        latest=latest,
+        # the UTC day of the newest event: it never moves back, whatever the zones
+        study=apply_study(before.study, event, amount, latest.timestamp.date().toordinal()),
+        courses=courses,
+        modes=_modes(before.modes, event),
     )
-    return replace(state, modes=modes, drill_attempts=attempts)
+    return Pieces(summary, topic, course, drills), derived
+
+
+# ---- one learner gathered: the batch fold's and the fold CLI's view ----------------
+
+
+@dataclass(frozen=True)
+class LearnerState:
+    summary: Summary = field(default_factory=Summary)
+    topics: Mapping[str, TopicMastery] = field(default_factory=dict)
+    courses: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    drills: tuple[DrillAttempt, ...] = ()
+
+    @property
+    def xp(self) -> int:
+        return self.summary.xp
+
+    @property
+    def level(self) -> int:
+        return self.summary.level
+
+    @property
+    def study(self) -> StudyStats:
+        return self.summary.study
+
+    @property
+    def longest_streak(self) -> int:
+        return self.summary.streak.longest
+
+    @property
+    def mastery(self) -> dict[str, float]:
+        return {topic: piece.p for topic, piece in self.topics.items()}
+
+    @property
+    def mastered(self) -> frozenset[str]:
+        return frozenset(topic for topic, piece in self.topics.items() if piece.mastered)
+
+
+def pieces_of(state: LearnerState, wanted: Needs) -> Pieces:
+    return Pieces(
+        state.summary,
+        None if wanted.topic is None else state.topics.get(wanted.topic),
+        None if wanted.course is None else state.courses.get(wanted.course),
+        state.drills if wanted.drills else None,
+    )
+
+
+def gathered(state: LearnerState, pieces: Pieces, wanted: Needs) -> LearnerState:
+    """``state`` with the pieces an event wrote."""
+    topics, courses = state.topics, state.courses
+    if wanted.topic is not None and pieces.topic is not None:
+        topics = {**topics, wanted.topic: pieces.topic}
+    if wanted.course is not None and pieces.course is not None:
+        courses = {**courses, wanted.course: pieces.course}
+    drills = pieces.drills if pieces.drills is not None else state.drills
+    return LearnerState(pieces.summary, topics, courses, drills)
 
 
 def apply(state: LearnerState, event: Event) -> tuple[LearnerState, list[Derived]]:
-    """Fold one (already deduplicated) event of this learner into the state."""
-    derived: list[Derived] = []
-    state = _apply_xp(state, event, derived)
-    state = _apply_streak(state, event, derived)
-    state = _apply_mastery(state, event, derived)
-    state = _apply_session(state, event)
-    state = replace(state, study=apply_study(state.study, event, xp_for(event)))
-    latest = _newer(state.latest, event)
-    state = replace(
-        state,
-        events_applied=state.events_applied + 1,
-        latest=latest,
-        drill_attempts=prune(state.drill_attempts, latest.timestamp),
-    )
-    return state, derived
+    """Fold one (already deduplicated) event of this learner into the whole learner."""
+    wanted = needs(event)
+    pieces, derived = step(pieces_of(state, wanted), event, wanted)
+    return gathered(state, pieces, wanted), derived
 
 
-def today(state: LearnerState, as_of: datetime) -> date:
+def today(summary: Summary, as_of: datetime) -> date:
     """T's calendar date in the zone of the learner's latest event (UTC if none)."""
-    timezone = state.latest.timezone if state.latest else None
+    timezone = summary.latest.timezone if summary.latest else None
     return as_of.astimezone(zone(timezone)).date()
 
 
@@ -172,11 +283,11 @@ def summary(state: LearnerState, as_of: datetime) -> dict[str, Any]:
     return {
         "xp": state.xp,
         "level": state.level,
-        "current_streak": current_streak(state.active_days, today(state, as_of)),
+        "current_streak": current_streak(state.summary.streak, today(state.summary, as_of)),
         "longest_streak": state.longest_streak,
         "mastery": dict(sorted(state.mastery.items())),
         "mastered": sorted(state.mastered),
-        "blind_spots": blind_spots(state.drill_attempts, as_of),
+        "blind_spots": blind_spots(state.drills, as_of),
         "modes": {
             mode: {
                 "current_level": p.current_level,
@@ -184,53 +295,6 @@ def summary(state: LearnerState, as_of: datetime) -> dict[str, Any]:
                 "total_drills_completed": p.total_drills_completed,
                 "sessions_at_current_level": p.sessions_at_current_level,
             }
-            for mode, p in sorted(state.modes.items())
+            for mode, p in sorted(state.summary.modes.items())
         },
     }
-
-
-def to_json(state: LearnerState) -> dict[str, Any]:
-    latest = state.latest
-    return {
-        "xp": state.xp,
-        "n": state.events_applied,
-        "days": sorted(state.active_days),
-        "longest": state.longest_streak,
-        "latest": None
-        if latest is None
-        else [latest.timestamp.isoformat(), latest.event_id, latest.timezone],
-        "mastery": dict(state.mastery),
-        "mastered": sorted(state.mastered),
-        "modes": {
-            m: [
-                p.current_level,
-                p.total_sessions,
-                p.total_drills_completed,
-                p.sessions_at_current_level,
-            ]
-            for m, p in state.modes.items()
-        },
-        "drills": [
-            [a.timestamp.isoformat(), a.event_id, a.drill_id, a.drill_name, a.score]
-            for a in state.drill_attempts
-        ],
-        "study": study_to_json(state.study),
-    }
-
-
-def from_json(data: Mapping[str, Any]) -> LearnerState:
-    latest = data["latest"]
-    return LearnerState(
-        xp=data["xp"],
-        events_applied=data["n"],
-        active_days=frozenset(data["days"]),
-        longest_streak=data["longest"],
-        latest=None if latest is None else Latest(parse_instant(latest[0]), latest[1], latest[2]),
-        mastery=dict(data["mastery"]),
-        mastered=frozenset(data["mastered"]),
-        modes={m: ModeProgress(*values) for m, values in data["modes"].items()},
-        drill_attempts=tuple(
-            DrillAttempt(parse_instant(t), e, d, n, s) for t, e, d, n, s in data["drills"]
-        ),
-        study=study_from_json(data.get("study")),
-    )

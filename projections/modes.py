@@ -6,13 +6,12 @@ learner moves up one level and the count starts again.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 SESSIONS_PER_LEVEL = 3
 
 
-@dataclass(frozen=True)
-class ModeProgress:
+class ModeProgress(msgspec.Struct, frozen=True, array_like=True):
     current_level: int = 1
     total_sessions: int = 0
     total_drills_completed: int = 0

@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 from learnstream.erasure import ErasureRequest
 from learnstream.logs import configure_logging
 from learnstream.settings import Settings
+from learnstream.startup import settings_or_exit
 from learnstream.topics import (
     EVENTS_CLEAN,
     EVENTS_DERIVED,
@@ -25,6 +26,7 @@ from schemas.catalog import default_catalog
 from schemas.registry import registry_for
 from sinks.clickhouse import connect, migrate
 from sinks.event_sink import EventSink
+from sinks.metrics import SinkMetrics, serve_metrics
 from sinks.projection_rows import PROJECTION_TABLES, projection_route
 from sinks.query_api import create_query_app
 from sinks.read_sessions import ReadSessions
@@ -66,6 +68,7 @@ async def serve(settings: Settings) -> None:
     migrate(client, settings.clickhouse_database)
     writer = ClickHouseWriter(client, settings.clickhouse_database)
     routes = sink_routes(settings)
+    metrics = SinkMetrics()
     sink = EventSink.create(
         settings.kafka_bootstrap,
         routes,
@@ -74,6 +77,10 @@ async def serve(settings: Settings) -> None:
         settings.sink_batch_max_rows,
         settings.sink_batch_max_wait_s,
         erasure_topic=settings.topic(REQUESTS_ERASURE),
+        observer=metrics,
+    )
+    metrics_server = serve_metrics(
+        settings.query_host, settings.sink_metrics_port, metrics, sink.unready_reason
     )
     sessions = ReadSessions.open(settings)  # after migrate: reads never migrate
     producer = AIOKafkaProducer(
@@ -114,18 +121,23 @@ async def serve(settings: Settings) -> None:
         settings.clickhouse_url or settings.chdb_path,
         settings.query_url,
     )
+    lag = asyncio.create_task(metrics.track_lag(sink.consumer))  # runs until cancelled
     try:
         async with asyncio.TaskGroup() as group:  # one failing stops the other
             group.create_task(sink.run())
             group.create_task(server.serve())
     finally:
+        lag.cancel()
+        if metrics_server is not None:
+            metrics_server.shutdown()
+            metrics_server.server_close()
         await producer.stop()
         sessions.close()
         writer.close()
 
 
 def main() -> None:
-    settings = Settings()
+    settings = settings_or_exit("sink")
     configure_logging("sink", settings.log_level)
     ensure_topics_or_exit(settings)
     asyncio.run(serve(settings))

@@ -14,6 +14,9 @@ rows is split in halves until the refused rows are found; they go to
 ``events_invalid`` with ClickHouse's error and the rest is stored. A dead letter is
 written under a token and key of its own source offset, so writing it again after a
 crash changes nothing (see sinks.failures for how the two kinds are told apart).
+
+What it inserts, skips, dead-letters, retries and commits is told to a
+``SinkObserver`` (sinks.metrics turns that into Prometheus metrics).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from learnstream.erasure import ErasureRequest
 from sinks.batching import PendingRow, PlannedInsert, halves, plan_inserts
 from sinks.erasure import Erasures
 from sinks.failures import Fault, fault_of
+from sinks.metrics import Operation, SinkObserver
 from sinks.routes import Route
 from sinks.rows import INVALID_COLUMNS, to_json
 from sinks.writer import ClickHouseWriter
@@ -111,8 +115,10 @@ class EventSink:
         max_rows: int,
         max_wait_s: float,
         erasure_topic: str | None = None,
+        observer: SinkObserver | None = None,
     ) -> None:
         self._consumer = consumer
+        self._observer = observer or SinkObserver()
         self._erasure_topic = erasure_topic
         self._erasures = Erasures(writer)
         self._writer = writer
@@ -142,6 +148,7 @@ class EventSink:
         max_rows: int,
         max_wait_s: float,
         erasure_topic: str | None = None,
+        observer: SinkObserver | None = None,
     ) -> EventSink:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
@@ -150,14 +157,20 @@ class EventSink:
             auto_offset_reset="earliest",
             max_poll_records=max_rows,
         )
-        sink = cls(consumer, writer, routes, max_rows, max_wait_s, erasure_topic)
+        sink = cls(consumer, writer, routes, max_rows, max_wait_s, erasure_topic, observer)
         topics = sorted({*routes, *([erasure_topic] if erasure_topic else [])})
         consumer.subscribe(topics, listener=_ForgetOnRebalance(sink))
         return sink
 
+    @property
+    def consumer(self) -> AIOKafkaConsumer:
+        """The sink's Kafka consumer, for observing it (e.g. its lag); not for driving it."""
+        return self._consumer
+
     def forget(self, partitions: set[TopicPartition]) -> None:
         for tp in partitions:
             self._stored.pop(tp, None)
+        self._observer.rebalanced(partitions)
 
     async def _stored_up_to(self, tp: TopicPartition) -> int | None:
         if tp not in self._stored:
@@ -185,9 +198,9 @@ class EventSink:
             while not self._stopping.is_set():
                 batch = await self._collect()
                 if batch and await self._store(batch):
-                    await self._consumer.commit(
-                        {tp: messages[-1].offset + 1 for tp, messages in batch.items()}
-                    )
+                    offsets = {tp: messages[-1].offset + 1 for tp, messages in batch.items()}
+                    await self._consumer.commit(offsets)
+                    self._observer.committed(offsets)
         finally:
             await self._consumer.stop()
 
@@ -255,7 +268,9 @@ class EventSink:
             raw = bytes(message.value or b"").decode("utf-8", errors="replace")
             dead.append(DeadLetter(tp.topic, tp.partition, message.offset, raw, repr(exc)))
             return True
-        outcome = await self._with_retry(functools.partial(self._erasures.apply, request), "erase")
+        outcome = await self._with_retry(
+            functools.partial(self._erasures.apply, request), "erase", "erasure"
+        )
         if outcome is False:
             return False
         if isinstance(outcome, Refused):
@@ -280,6 +295,7 @@ class EventSink:
         been written before a crash, and writing it again is harmless."""
         stored = await self._stored_up_to(tp)
         pending = []
+        redelivered = 0
         for message in messages:
             try:
                 moment, row = route.to_row(message, tp.topic, tp.partition)
@@ -288,9 +304,11 @@ class EventSink:
                 dead.append(DeadLetter(tp.topic, tp.partition, message.offset, raw, repr(exc)))
                 continue
             if stored is not None and message.offset <= stored:
-                self.redelivered_skipped += 1
+                redelivered += 1
                 continue
             pending.append(PendingRow(message.offset, moment, row))
+        self.redelivered_skipped += redelivered
+        self._observer.skipped("redelivered", redelivered)
         return pending
 
     def _not_erased(self, route: Route, pending: list[PendingRow]) -> list[PendingRow]:
@@ -300,6 +318,7 @@ class EventSink:
             if not self._erasures.drops(user, moment):
                 kept.append(item)
         self.erased_skipped += len(pending) - len(kept)
+        self._observer.skipped("erased", len(pending) - len(kept))
         return kept
 
     async def _first_letters(
@@ -318,6 +337,7 @@ class EventSink:
                     kept[source].append(item)
                     seen.add(str(item.row[position]))
             self.letters_skipped += len(rows) - len(kept[source])
+            self._observer.skipped("letter", len(rows) - len(kept[source]))
         return kept
 
     async def _first_copies(
@@ -344,6 +364,7 @@ class EventSink:
                     kept[source].append(item)
                     seen.add(key[3])
             self.copies_skipped += len(rows) - len(kept[source])
+            self._observer.skipped("copy", len(rows) - len(kept[source]))
         return kept
 
     async def _insert_plan(self, route: Route, plan: PlannedInsert, dead: list[DeadLetter]) -> bool:
@@ -351,9 +372,11 @@ class EventSink:
         it and become dead letters. False if asked to stop first."""
 
         async def insert() -> None:
+            started = time.monotonic()
             await self._writer.insert(route.table, plan.rows, route.columns, plan.dedup_token)
+            self._observer.inserted(route.table, len(plan.rows), time.monotonic() - started)
 
-        outcome = await self._with_retry(insert, f"insert {plan.dedup_token}")
+        outcome = await self._with_retry(insert, f"insert {plan.dedup_token}", "insert")
         if outcome is False:
             return False
         if outcome is True:
@@ -376,17 +399,20 @@ class EventSink:
 
     async def _store_dead_letter(self, letter: DeadLetter) -> bool:
         async def insert() -> None:
+            started = time.monotonic()
             await self._writer.insert(INVALID_TABLE, [letter.row()], INVALID_COLUMNS, letter.token)
+            self._observer.inserted(INVALID_TABLE, 1, time.monotonic() - started)
 
-        outcome = await self._with_retry(insert, letter.token)
+        outcome = await self._with_retry(insert, letter.token, "dead_letter")
         if isinstance(outcome, Refused):  # built by us from strings: should never happen
             log.error("ClickHouse refused dead letter %s: %s", letter.token, outcome.error)
         elif outcome:
             self.dead_lettered += 1
+            self._observer.dead_lettered(letter.topic)
         return outcome is not False
 
     async def _with_retry(
-        self, attempt: Callable[[], Awaitable[None]], what: str
+        self, attempt: Callable[[], Awaitable[None]], what: str, operation: Operation
     ) -> bool | Refused:
         """Run ``attempt`` until it succeeds (True), ClickHouse refuses it for its
         content (Refused: final), or the sink is asked to stop (False)."""
@@ -402,6 +428,7 @@ class EventSink:
                     return Refused(exc)
                 self._failures_in_a_row += 1
                 self._last_failure = f"{what}: {exc!r}"[:1000]
+                self._observer.retrying(operation)
                 log.warning("%s failed (%r); retrying in %.1fs", what, exc, backoff)
             try:
                 await asyncio.wait_for(self._stopping.wait(), backoff)

@@ -106,6 +106,7 @@ def isolated_settings(kafka_bootstrap: str, folder: Path) -> Settings:
         collector_port=free_port(),
         query_port=free_port(),
         processors_health_port=free_port(),
+        sink_metrics_port=free_port(),
         sink_batch_max_wait_s=0.3,
         # a Faust partition stall (see processors.watchdog) costs a test 30 s, not 2 min
         processor_stall_timeout_s=30.0,

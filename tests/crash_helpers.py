@@ -22,6 +22,7 @@ from learnstream.topics import (
 from processors import outputs
 from projections.events import Event
 from projections.fold import fold_log
+from projections.policy import catalog_policy
 from schemas.catalog import default_catalog
 from schemas.codec import encode
 from schemas.registry import FileSchemaRegistry
@@ -30,6 +31,7 @@ from tests.kafka_read import latest_by_key
 
 CATALOG = default_catalog()
 REGISTRY = FileSchemaRegistry.from_files(CATALOG)
+POLICY = catalog_policy(CATALOG, "development")  # the processors' default environment
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
 
@@ -61,8 +63,8 @@ def produce_and_expect(
     """Put the log on events.raw (or just its new tail, ``produce_only``); return the user
     progress the fold of the whole log says must be published."""
     asyncio.run(produce(settings, events if produce_only is None else produce_only))
-    folded = fold_log(Event.from_envelope(e) for e in events).learners
-    return {u: outputs.user_progress(u, s) for u, s in folded.items()}
+    folded = fold_log((Event.from_envelope(e) for e in events), POLICY).learners
+    return {u: outputs.user_progress(u, s.summary) for u, s in folded.items()}
 
 
 def _without_version(snapshots: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -73,11 +75,17 @@ def _without_version(snapshots: dict[str, dict[str, Any]]) -> dict[str, dict[str
 
 def expected_mastery_and_modes(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """What projections.topic_mastery and projections.mode_progress must end up holding."""
-    folded = fold_log(Event.from_envelope(e) for e in events).learners
+    folded = fold_log((Event.from_envelope(e) for e in events), POLICY).learners
     mastery = {
-        f"{u}:{t}": outputs.topic_mastery(u, t, s) for u, s in folded.items() for t in s.mastery
+        f"{u}:{t}": outputs.topic_mastery(u, t, piece, s.summary)
+        for u, s in folded.items()
+        for t, piece in s.topics.items()
     }
-    modes = {f"{u}:{m}": outputs.mode_progress(u, m, s) for u, s in folded.items() for m in s.modes}
+    modes = {
+        f"{u}:{m}": outputs.mode_progress(u, m, s.summary)
+        for u, s in folded.items()
+        for m in s.summary.modes
+    }
     return {"mastery": _without_version(mastery), "modes": _without_version(modes)}
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processors.delivery import Position, Seen, already_applied, classify
+from projections.delivery import Position, Seen, already_applied, classify
 from sinks.batching import PendingRow, PlannedInsert, halves, plan_inserts
 
 

@@ -30,10 +30,10 @@ from learnstream.topics import (
     PROJECTIONS_XP,
 )
 from processors import outputs
-from processors.sampling import keeps, sample_rate
 from projections.blind_spots import blind_spots
 from projections.events import Event
 from projections.fold import fold_log
+from projections.sampling import keeps, sample_rate
 from schemas.catalog import default_catalog
 from schemas.codec import decode
 from schemas.registry import FileSchemaRegistry
@@ -247,12 +247,13 @@ def test_live_projections_equal_the_fold_of_the_same_log(
     ]
     assert len(kept) < len(log)
     folded = fold_log(Event.from_envelope(e) for e in kept).learners
-    expected_progress = {u: outputs.user_progress(u, s) for u, s in folded.items()}
+    expected_progress = {u: outputs.user_progress(u, s.summary) for u, s in folded.items()}
 
     def progress_caught_up() -> dict[str, dict[str, Any]] | None:
         latest = _latest_by_key(settings, PROJECTIONS_USER_PROGRESS)
         done = all(
-            latest.get(u, {}).get("events_applied") == s.events_applied for u, s in folded.items()
+            latest.get(u, {}).get("events_applied") == s.summary.events_applied
+            for u, s in folded.items()
         )
         return latest if done else None
 
@@ -275,7 +276,7 @@ def test_live_projections_equal_the_fold_of_the_same_log(
             "sessions_at_current_level": p.sessions_at_current_level,
         }
         for u, s in folded.items()
-        for m, p in s.modes.items()
+        for m, p in s.summary.modes.items()
     }
     for user, published in _latest_by_key(settings, PROJECTIONS_BLIND_SPOTS).items():
         assert published["blind_spots"] == [

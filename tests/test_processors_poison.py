@@ -19,7 +19,6 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
-from fastavro import parse_schema
 
 from devstack.services import ServiceGroup, free_port, http_ok
 from learnstream.settings import Settings
@@ -32,11 +31,12 @@ from learnstream.topics import (
     REQUESTS_ERASURE,
 )
 from processors import decide
-from processors.app import PROJECTION_SCHEMAS
-from processors.delivery import Position
+from processors.app import PROJECTION_SCHEMAS, _codec
 from projections.blind_spots import DrillAttempt, blind_spots, prune
+from projections.delivery import Position
 from projections.events import Event
-from schemas.catalog import default_catalog, load_named_schema
+from projections.rulebook import LEARNER, Ledger, Verdict
+from schemas.catalog import default_catalog
 from schemas.codec import decode, encode
 from schemas.examples import example_event
 from schemas.registry import FileSchemaRegistry
@@ -47,19 +47,12 @@ CATALOG = default_catalog()
 REGISTRY = FileSchemaRegistry.from_files(CATALOG)
 NOW = datetime(2026, 2, 1, tzinfo=UTC)
 YEAR_ONE = datetime(1, 1, 1, tzinfo=UTC)  # .NET DateTime.MinValue
-NOTHING_KNOWN = decide.Known(erased_at_ms=None, first_seen=None, consent={}, learner=None)
-
-
-def _codec(schema_file: str) -> decide.Codec:
-    schema = load_named_schema(schema_file)
-    subject = f"{schema['namespace']}.{schema['name']}"
-    return decide.Codec(REGISTRY.id_for(subject, schema), parse_schema(dict(schema)))
 
 
 SETUP = decide.Setup(
     catalog=CATALOG,
     registry=REGISTRY,
-    projections={name: _codec(f) for name, f in PROJECTION_SCHEMAS.items()},
+    projections={name: _codec(REGISTRY, f) for name, f in PROJECTION_SCHEMAS.items()},
     environment="development",
     sample_rate_overrides={},
 )
@@ -86,13 +79,14 @@ def record(
     return event_id, encode(REGISTRY.id_for(kind_.subject, kind_.schema), kind_.parsed, datum)
 
 
-def decided(data: bytes, known: decide.Known = NOTHING_KNOWN) -> decide.Outcome | decide.Rejected:
+def decided(data: bytes, ledger: Ledger | None = None) -> decide.Decided | decide.Rejected:
     """The decision on a record as if it had passed ``parse``: what the later stages do
     with content that ``parse``'s own event-time rule would already refuse."""
     datum = decode(REGISTRY, data)
     event = Event.from_envelope(datum)
     parsed = decide.Parsed(data, datum, event, CATALOG[event.event_type])
-    return decide.decide(parsed, known, Position(0, 7), SETUP)
+    ledger = ledger if ledger is not None else Ledger(lambda table, key: None)
+    return decide.decide(parsed, ledger, Position(0, 7), 0, SETUP)
 
 
 def test_an_event_time_no_stage_supports_is_rejected_before_anything_else() -> None:
@@ -118,10 +112,14 @@ def test_a_record_the_fold_cannot_take_is_rejected_naming_stage_and_error() -> N
     assert kept["timestamp"] == "0001-01-01T00:00:00+00:00"
 
 
-def test_a_redelivered_poison_record_is_rejected_again_not_applied() -> None:
+def test_a_rejected_record_leaves_no_state_behind() -> None:
+    """The dedup entry and everything else it folded are taken back: a redelivery is
+    rejected again, not taken for an already-applied record."""
     _, data = record("usr_a", timestamp=YEAR_ONE, timezone="America/Los_Angeles")
-    again = decide.Known(None, Position(0, 7), {}, None)  # as if remembered at its offset
-    assert isinstance(decided(data, again), decide.Rejected)
+    ledger = Ledger(lambda table, key: None)
+    assert isinstance(decided(data, ledger), decide.Rejected)
+    assert ledger.writes == {}
+    assert isinstance(decided(data, ledger), decide.Rejected)
 
 
 def test_undecodable_bytes_are_kept_as_hex() -> None:
@@ -135,9 +133,11 @@ def test_a_year_one_event_in_utc_is_folded_not_rejected() -> None:
     """The projections clamp ``timestamp - window`` at the start of the calendar."""
     for kind in ("lesson_completed", "session_completed"):
         _, data = record("usr_a", kind, timestamp=YEAR_ONE)
-        outcome = decided(data)
-        assert isinstance(outcome, decide.Outcome), outcome
-        assert outcome.learner is not None and outcome.learner.stored is not None
+        ledger = Ledger(lambda table, key: None)
+        outcome = decided(data, ledger)
+        assert isinstance(outcome, decide.Decided), outcome
+        assert outcome.outcome.verdict is Verdict.APPLIED
+        assert (LEARNER, "usr_a") in ledger.writes
 
 
 def test_the_blind_spot_window_is_unchanged_for_ordinary_times() -> None:

@@ -18,12 +18,14 @@ from projections.__main__ import fold_file
 from projections.blind_spots import DrillAttempt, blind_spots
 from projections.events import Event, zone
 from projections.fold import fold_log
-from projections.learner import LearnerState, apply, from_json, summary, to_json
+from projections.learner import LearnerState, apply, summary
 from projections.mastery import bkt_update
 from projections.rounding import round_half_up
-from projections.streaks import ACTIVITY_TYPES
+from projections.rulebook import TABLES, decode, encode
+from projections.streaks import ACTIVITY_TYPES, is_active, last_active
 from projections.study import (
     CONTENT_COMPLETIONS,
+    KEPT_DAYS,
     SESSION_ENDS,
     SESSION_STARTS,
     DayStats,
@@ -147,8 +149,9 @@ def test_streak_uses_each_events_own_zone_and_survives_until_the_day_is_over() -
     state = LearnerState()
     for minutes, tz in [(-12 * 60 - 30, "America/Los_Angeles"), (24 * 60, None)]:
         state, _ = apply(state, ev("lesson_completed", minutes, tz=tz))
-    days = sorted(date.fromordinal(d) for d in state.active_days)
-    assert days == [date(2026, 2, 28), date(2026, 3, 2)]
+    streak = state.summary.streak
+    assert is_active(streak, date(2026, 2, 28)) and not is_active(streak, date(2026, 3, 1))
+    assert last_active(streak) == date(2026, 3, 2)
     assert state.longest_streak == 1
     # as of Mar 3 (UTC, the latest event's zone) yesterday was active: streak 1; Mar 4: 0
     assert summary(state, datetime(2026, 3, 3, 23, 59, tzinfo=UTC))["current_streak"] == 1
@@ -340,8 +343,9 @@ def test_study_stats_do_not_depend_on_arrival_order(log: list[Event], rng: Any) 
     assert {u: s.study for u, s in fold_log(shuffled).learners.items()} == in_order
 
 
-def study_oracle(events: list[Event], user: str) -> StudyStats:
-    """Sessions, courses and days counted straight from the deduplicated set."""
+def study_oracle(events: list[Event], user: str) -> tuple[StudyStats, dict[str, frozenset[str]]]:
+    """Sessions, courses and days counted straight from the deduplicated set; days as
+    far back as live state keeps them (KEPT_DAYS before the newest event's UTC date)."""
     unique = {e.event_id: e for e in events}.values()
     mine = [e for e in unique if e.user_id == user]
 
@@ -358,6 +362,7 @@ def study_oracle(events: list[Event], user: str) -> StudyStats:
         if e.event_type in CONTENT_COMPLETIONS and "course_id" in e.properties:
             courses.setdefault(e.properties["course_id"], set()).add(e.properties["content_id"])
     days: dict[int, DayStats] = {}
+    horizon = max(e.timestamp for e in mine).date().toordinal() - KEPT_DAYS
     for e in mine:
         day = DayStats(
             seconds(e),
@@ -366,10 +371,10 @@ def study_oracle(events: list[Event], user: str) -> StudyStats:
             int(e.event_type == "question_submit" and e.properties["is_correct"]),
             xp_for(e),
         )
-        if day != DayStats():
+        if day != DayStats() and e.local_date.toordinal() > horizon:
             key = e.local_date.toordinal()
             days[key] = days.get(key, DayStats()).plus(day)
-    return StudyStats(
+    stats = StudyStats(
         sessions_started=count(SESSION_STARTS),
         sessions_completed=count(SESSION_ENDS),
         study_seconds=sum(seconds(e) for e in mine),
@@ -377,16 +382,19 @@ def study_oracle(events: list[Event], user: str) -> StudyStats:
         materials_opened=count({"material_open"}),
         questions_answered=len(answers),
         questions_correct=sum(1 for e in answers if e.properties["is_correct"]),
-        courses={c: frozenset(done) for c, done in courses.items()},
         days=days,
     )
+    return stats, {c: frozenset(done) for c, done in courses.items()}
 
 
 @settings(max_examples=200)
 @given(logs())
 def test_study_stats_match_the_oracle(log: list[Event]) -> None:
     for user, state in fold_log(log).learners.items():
-        assert state.study == study_oracle(log, user)
+        stats, courses = study_oracle(log, user)
+        assert state.study == stats
+        assert state.courses == courses
+        assert state.summary.courses == {c: len(done) for c, done in courses.items()}
         expected_rate = (
             state.study.sessions_completed / state.study.sessions_started
             if state.study.sessions_started
@@ -396,9 +404,14 @@ def test_study_stats_match_the_oracle(log: list[Event]) -> None:
 
 
 @given(logs())
-def test_state_survives_its_json_form(log: list[Event]) -> None:
+def test_state_pieces_survive_their_encoding(log: list[Event]) -> None:
     for state in fold_log(log).learners.values():
-        assert from_json(json.loads(json.dumps(to_json(state)))) == state
+        pieces = {"topic": state.topics.values(), "course": state.courses.values()}
+        for table, values in pieces.items():
+            for value in values:
+                assert decode(table, encode(value)) == value
+        assert decode("drills", encode(state.drills)) == state.drills
+        assert set(TABLES) >= set(pieces)
 
 
 # ---- the CLI contract ---------------------------------------------------------------
@@ -471,3 +484,35 @@ def test_cli_as_of() -> None:
     assert doc["users"]["ada"]["current_streak"] == 1
     assert doc["users"]["ada"]["mastery"] == {"t": pytest.approx(0.576470588)}
     assert errors.getvalue() == ""
+
+
+def _daily_learner(days: int) -> list[Event]:
+    """One learner active every day: a lesson, an answer and a scored session each day,
+    over 300 topics, 10 courses, 4 practice modes and 20 drills."""
+    events = []
+    for day in range(days):
+        at = T0 + timedelta(days=day)
+        events += [
+            Event(f"l{day}", "lesson_completed", at, "ada", "Asia/Tokyo",
+                  {"course_id": f"c{day % 10}", "content_id": f"k{day}"}),
+            Event(f"q{day}", "question_submit", at, "ada", "Asia/Tokyo",
+                  {"topic_id": f"t{day % 300}", "is_correct": day % 3 > 0}),
+            Event(f"s{day}", "session_completed", at, "ada", "Asia/Tokyo",
+                  {"practice_mode_id": f"m{day % 4}", "drills_completed": 3,
+                   "total_duration": 600,
+                   "scores": [{"drill_id": f"d{(day + i) % 20}", "score": 50.0 + i}
+                              for i in range(3)]}),
+        ]  # fmt: skip
+    return events
+
+
+def test_the_summary_stays_small_whatever_the_history() -> None:
+    """The per-learner record written on every event is bounded: once the streak window
+    (a year) is full, two years of daily activity leave it as small as 400 days do."""
+
+    def summary_bytes(days: int) -> int:
+        return len(encode(fold_log(_daily_learner(days)).learners["ada"].summary))
+
+    a_year, two_years = summary_bytes(400), summary_bytes(730)
+    assert two_years < 1024
+    assert two_years <= a_year + 8  # a few bytes: counters take more digits

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from processors.sampling import keeps, sample_rate
 from projections.rounding import round_half_up
+from projections.sampling import keeps, sample_rate
 from schemas.catalog import EventType, Schema, default_catalog
 from schemas.validation import parse_timestamp
 from tests.conftest import REPO, isolated_settings

@@ -8,15 +8,25 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from typing import Protocol
 
-from schemas.catalog import EventType
+
+class Sampled(Protocol):
+    """What sampling reads of an event type (``schemas.catalog.EventType`` has it)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def sampling(self) -> str: ...
+
 
 PRODUCTION = "production"
 PERFORMANCE_RATE_IN_PRODUCTION = 0.1
 HIGH_VOLUME_RATE = 0.01
 
 
-def sample_rate(event_type: EventType, environment: str, overrides: Mapping[str, float]) -> float:
+def sample_rate(event_type: Sampled, environment: str, overrides: Mapping[str, float]) -> float:
     """Learning progress, user actions and errors are never sampled (rate 1)."""
     if event_type.name in overrides:
         return overrides[event_type.name]

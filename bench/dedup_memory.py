@@ -1,18 +1,18 @@
 """What remembering one event_id for the dedup window costs.
 
-Memory store (development, tests): the processors keep the dedup table as a Faust
-memory-store table, whose values are the Python dicts ``{"p", "o", "t"}``, plus one
-``ExpiryQueue`` heap entry per id. Both are measured with tracemalloc while one
-million UUID ids are remembered, exactly as the agent does.
+Memory store (development, tests): the processors keep the dedup table (the rulebook's
+``seen``) as a Faust memory-store table of bytes: the event_id as the key, the msgpack
+``FirstSeen`` (partition, offset, arrival, user) as the value, plus one ``ExpiryQueue``
+heap entry per id. Both are measured with tracemalloc while one million UUID ids are
+remembered, exactly as the agent does.
 
-RocksDB store (production): the same key and value, serialized as Faust serializes
-them (JSON), written to a rocksdict database; measured as bytes on disk after a flush
-and compaction. RocksDB keeps only its block cache and memtables in memory.
+RocksDB store (production): the same key and value bytes, written to a rocksdict
+database; measured as bytes on disk after a flush and compaction. RocksDB keeps only its
+block cache and memtables in memory.
 """
 
 from __future__ import annotations
 
-import json
 import tempfile
 import tracemalloc
 import uuid
@@ -22,6 +22,7 @@ import faust
 from rocksdict import Rdict
 
 from processors.dedup_window import ExpiryQueue
+from projections.rulebook import FirstSeen, encode
 
 ARRIVAL_MS = 1_767_000_000_000
 
@@ -40,7 +41,8 @@ def memory_store_bytes_per_id(count: int, partitions: int = 3) -> dict[str, floa
     before = tracemalloc.get_traced_memory()[0]
     for offset, event_id in enumerate(_ids(count)):
         partition = offset % partitions
-        table.data[event_id] = {"p": partition, "o": offset, "t": ARRIVAL_MS + offset}
+        seen = FirstSeen(partition, offset, ARRIVAL_MS + offset, f"u{offset % 2000}")
+        table.data[event_id.encode()] = encode(seen)
         expiry.remember(partition, event_id, ARRIVAL_MS + offset)
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
@@ -51,9 +53,8 @@ def rocksdb_bytes_per_id(count: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="dedup-rocksdb-") as folder:
         db = Rdict(folder)
         for offset, event_id in enumerate(_ids(count)):
-            key = json.dumps(event_id).encode()
-            value = json.dumps({"p": offset % 3, "o": offset, "t": ARRIVAL_MS + offset}).encode()
-            db[key] = value
+            seen = FirstSeen(offset % 3, offset, ARRIVAL_MS + offset, f"u{offset % 2000}")
+            db[event_id.encode()] = encode(seen)
         db.flush()
         db.compact_range(None, None)
         db.close()

@@ -21,6 +21,7 @@ import logging
 import signal
 import time
 from collections import Counter
+from collections.abc import Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,19 @@ BATCH_MAX = 2000
 BATCH_WITHIN_S = 0.05
 
 
+async def finished_even_if_cancelled(work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` to its end even when the agent is cancelled meanwhile (a graceful
+    shutdown, a rebalance): Faust acks the batch's records as soon as the agent unwinds
+    and commits them on shutdown, so the batch's deliveries must all be done by then.
+    The cancellation is passed on once they are."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
+
+
 def create_app(
     settings: Settings,
     registry: SchemaRegistry,
@@ -142,6 +156,11 @@ def create_app(
         # Faust's default (4,096) stalls the stream for ~0.9 s whenever it fills
         stream_buffer_maxsize=50_000,
         consumer_auto_offset_reset="earliest",
+        # A worker that dies (SIGKILL, or exit_for_restart's os._exit) never leaves the
+        # group: its partitions wait this long for it before they are assigned again, and
+        # so does its own restart. Faust's 60 s made every restart take a minute; batches
+        # take well under a second of loop time, and heartbeats run every 3 s.
+        broker_session_timeout=10.0,
         # An agent that raises must take the worker down (and restart from committed
         # offsets), never be restarted in place past the message that broke it.
         agent_supervisor=mode.CrashingSupervisor,
@@ -220,7 +239,7 @@ def create_app(
         # take_events: Faust's batching with the events, not just their values
         async for batch in stream.take_events(BATCH_MAX, BATCH_WITHIN_S):  # type: ignore[attr-defined]
             async with one_at_a_time:
-                await guarded(batch)
+                await finished_even_if_cancelled(guarded(batch))
 
     async def handle_erasure(event: Any) -> None:
         request = decide.parse_erasure(event.value)
@@ -242,11 +261,14 @@ def create_app(
     @app.agent(erasure_topic)
     async def process_erasures(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
-            try:
-                async with one_at_a_time:
-                    await handle_erasure(event)
-            except BaseException:  # as for events: never skip a request by committing past it
-                exit_for_restart("erasure failed; exiting so a restart retries it", exc_info=True)
+            async with one_at_a_time:
+                await finished_even_if_cancelled(erase_or_exit(event))
+
+    async def erase_or_exit(event: Any) -> None:
+        try:
+            await handle_erasure(event)
+        except Exception:  # as for events: never skip a request by committing past it
+            exit_for_restart("erasure failed; exiting so a restart retries it", exc_info=True)
 
     @app.timer(interval=60.0)  # type: ignore[untyped-decorator]
     async def report_counters() -> None:

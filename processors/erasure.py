@@ -60,18 +60,14 @@ class Eraser:
         state = self._state
         entry: LearnerEntry | None = state.load(LEARNER, user)
         before: Erasure | None = state.load(ERASED, user)
-        topics = {
-            item
-            for key, _ in state.items(TOPIC)
-            for owner, item in [split_key(key)]
-            if owner == user
-        }
+        topic_keys = [key for key, _ in state.items(TOPIC) if split_key(key)[0] == user]
+        topics = {split_key(key)[1] for key in topic_keys}
         modes = set(entry.summary.modes) if entry is not None else set()
         if before is not None:
             topics |= set(before.topics)
             modes |= set(before.modes)
         gone: list[tuple[str, str]] = [(LEARNER, user), (CONSENT, user), (DRILLS, user)]
-        gone += [(TOPIC, key) for key, _ in state.items(TOPIC) if split_key(key)[0] == user]
+        gone += [(TOPIC, key) for key in topic_keys]
         gone += [(COURSE, key) for key, _ in state.items(COURSE) if split_key(key)[0] == user]
         gone += [(SEEN, key) for key, seen in state.items(SEEN) if seen.user_id == user]
         writes: dict[tuple[str, str], tuple[Any, int]] = {

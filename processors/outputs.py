@@ -25,14 +25,27 @@ def derived_event_id(derived: Derived) -> str:
     return str(uuid.uuid5(DERIVED_NAMESPACE, f"{derived.source_event_id}/{derived.kind}"))
 
 
+# (id of the catalogue, derived type) -> its properties' (name, default), in schema order;
+# a catalogue lives as long as the process, and a mapping is not hashable
+_PROPERTY_DEFAULTS: dict[tuple[int, str], tuple[tuple[str, Any], ...]] = {}
+
+
+def _property_defaults(catalog: EventCatalog, kind: str) -> tuple[tuple[str, Any], ...]:
+    known = _PROPERTY_DEFAULTS.get((id(catalog), kind))
+    if known is None:
+        (slot,) = [f for f in catalog[kind].schema["fields"] if f["name"] == "properties"]
+        known = tuple((f["name"], f.get("default")) for f in slot["type"]["fields"])
+        _PROPERTY_DEFAULTS[(id(catalog), kind)] = known
+    return known
+
+
 def derived_datum(
     catalog: EventCatalog, derived: Derived, source: dict[str, Any]
 ) -> dict[str, Any]:
     """A full envelope for the derived event, in the derived type's own schema."""
-    (slot,) = [f for f in catalog[derived.kind].schema["fields"] if f["name"] == "properties"]
     properties = {
-        f["name"]: derived.properties.get(f["name"], f.get("default"))
-        for f in slot["type"]["fields"]
+        name: derived.properties.get(name, default)
+        for name, default in _property_defaults(catalog, derived.kind)
     }
     if "source_event_id" in properties:
         properties["source_event_id"] = derived.source_event_id

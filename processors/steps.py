@@ -20,8 +20,8 @@ class ExitOnFailure:
     """Whatever escapes a batch is infrastructure (content failures were dead-lettered):
     exit at once, without acking. Faust acks taken events in a ``finally`` and commits
     acked offsets on shutdown, which would skip the failed batch for good; exiting
-    without a commit makes the restart retry it, as after a SIGKILL. A cancellation in
-    the middle of a batch (a shutdown) exits the same way, for the same reason."""
+    without a commit makes the restart retry it, as after a SIGKILL. (A shutdown does not
+    cancel a batch halfway: ``processors.app.finished_even_if_cancelled``.)"""
 
     def __init__(self, inner: Step) -> None:
         self._inner = inner

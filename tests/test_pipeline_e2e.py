@@ -281,7 +281,7 @@ def test_live_projections_equal_the_fold_of_the_same_log(
     for user, published in _latest_by_key(settings, PROJECTIONS_BLIND_SPOTS).items():
         assert published["blind_spots"] == [
             {**spot, "drill_name": spot["drill_name"]}
-            for spot in blind_spots(folded[user].drill_attempts, published["as_of"])
+            for spot in blind_spots(folded[user].drills, published["as_of"])
         ]
 
     derived = [

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -34,7 +35,7 @@ PROJECTIONS_BLIND_SPOTS = "projections.blind_spots"
 # the audit trail, and a replay must erase again.
 REQUESTS_ERASURE = "requests.erasure"
 
-_COMPACTED = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
+COMPACTED = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
 _KEEP_FOREVER = {"retention.ms": "-1"}
 
 
@@ -50,11 +51,11 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
     TopicSpec(EVENTS_CLEAN),
     TopicSpec(EVENTS_INVALID, _KEEP_FOREVER),
     TopicSpec(EVENTS_DERIVED, _KEEP_FOREVER),
-    TopicSpec(PROJECTIONS_XP, _COMPACTED),
-    TopicSpec(PROJECTIONS_USER_PROGRESS, _COMPACTED),
-    TopicSpec(PROJECTIONS_TOPIC_MASTERY, _COMPACTED),
-    TopicSpec(PROJECTIONS_MODE_PROGRESS, _COMPACTED),
-    TopicSpec(PROJECTIONS_BLIND_SPOTS, _COMPACTED),
+    TopicSpec(PROJECTIONS_XP, COMPACTED),
+    TopicSpec(PROJECTIONS_USER_PROGRESS, COMPACTED),
+    TopicSpec(PROJECTIONS_TOPIC_MASTERY, COMPACTED),
+    TopicSpec(PROJECTIONS_MODE_PROGRESS, COMPACTED),
+    TopicSpec(PROJECTIONS_BLIND_SPOTS, COMPACTED),
     TopicSpec(REQUESTS_ERASURE, _KEEP_FOREVER),
 )
 
@@ -94,9 +95,12 @@ class KafkaUnreachable(RuntimeError):
     """The broker did not answer at start-up within the wait: try again later."""
 
 
-async def ensure_topics(settings: Settings, wait_s: float | None = None) -> None:
+async def ensure_topics(
+    settings: Settings, wait_s: float | None = None, extra: Sequence[TopicSpec] = ()
+) -> None:
     """Create any missing topic; existing ones are left as they are. Waits for Kafka up
-    to ``wait_s`` (``settings.kafka_startup_wait_s`` by default)."""
+    to ``wait_s`` (``settings.kafka_startup_wait_s`` by default). ``extra`` names a
+    service's own topics in full (prefix included), such as a Faust app's changelogs."""
     admin = await _started_admin(
         settings, settings.kafka_startup_wait_s if wait_s is None else wait_s
     )
@@ -111,6 +115,15 @@ async def ensure_topics(settings: Settings, wait_s: float | None = None) -> None
             )
             for spec in TOPIC_SPECS
             if settings.topic(spec.name) not in existing
+        ] + [
+            NewTopic(
+                spec.name,
+                settings.topic_partitions,
+                settings.topic_replication,
+                topic_configs=dict(spec.config),
+            )
+            for spec in extra
+            if spec.name not in existing
         ]
         if missing:
             # another process may win the race; the topic is there either way
@@ -124,12 +137,12 @@ async def ensure_topics(settings: Settings, wait_s: float | None = None) -> None
 EX_TEMPFAIL = 75  # sysexits.h: "try again later", which supervisors restart
 
 
-def ensure_topics_or_exit(settings: Settings) -> None:
+def ensure_topics_or_exit(settings: Settings, extra: Sequence[TopicSpec] = ()) -> None:
     """For entry points: the topics, once Kafka answers; if it never does within the
     wait, exit with 75 so a supervisor (``make run``, systemd, Kubernetes) starts the
     service again later, rather than with a traceback and 1."""
     try:
-        asyncio.run(ensure_topics(settings))
+        asyncio.run(ensure_topics(settings, extra=extra))
     except KafkaUnreachable as exc:
         log.error("%s; exiting with %d so a supervisor starts this again later", exc, EX_TEMPFAIL)
         raise SystemExit(EX_TEMPFAIL) from None

@@ -13,7 +13,8 @@ from learnstream.logs import bound_repeats
 from learnstream.startup import settings_or_exit
 from learnstream.topics import ensure_topics_or_exit
 from processors.app import create_app
-from processors.generations import PreviousGenerationRunning, handover
+from processors.generations import PreviousGenerationRunning, group_id, handover
+from processors.state_tables import changelog_topics
 from schemas.catalog import default_catalog
 from schemas.registry import registry_for
 
@@ -32,7 +33,9 @@ def main() -> None:
             f"replaying the raw log into generation {generation}; once it has caught up, "
             f"run with LEARNSTREAM_PROCESSORS_GENERATION={generation}"
         )
-    ensure_topics_or_exit(settings)
+    ensure_topics_or_exit(
+        settings, changelog_topics(group_id(settings, settings.processors_generation))
+    )
     try:
         emits_from = asyncio.run(handover(settings, settings.processors_generation))
     except PreviousGenerationRunning as exc:

@@ -51,6 +51,7 @@ from processors.dedup_window import ExpiryQueue
 from processors.erasure import Eraser
 from processors.generations import Handover, group_id
 from processors.health import serve_health
+from processors.metrics import ProcessorMetrics
 from processors.offsets import OffsetProbe
 from processors.state_tables import StateTables
 from processors.steps import ExitOnFailure, FailOnce, GuardOffsets
@@ -182,13 +183,14 @@ def create_app(
         environment=settings.environment,
         sample_rate_overrides=settings.sample_rate_overrides,
     )
-    state = StateTables(app, settings.topic_partitions)
+    state = StateTables(app, settings.topic_partitions, settings.faust_store.startswith("rocksdb"))
     expiry = ExpiryQueue(window_ms=int(settings.dedup_window_hours * 3600 * 1000))
     counters: Counter[str] = Counter()
     watch = StallWatch(timeout_s=settings.processor_stall_timeout_s)
     # a batch and an erasure never interleave (see processors.erasure)
     one_at_a_time = asyncio.Lock()
-    process = BatchProcessor(app, state, setup, topics, expiry, handover or {}, counters)
+    metrics = ProcessorMetrics(raw_topic.get_topic_name())
+    process = BatchProcessor(app, state, setup, topics, expiry, handover or {}, counters, metrics)
     guarded = ExitOnFailure(GuardOffsets(watch, FailOnce(settings.fault_fail_marker, process)))
     eraser = Eraser(app, state, topics.projections)
 
@@ -211,9 +213,14 @@ def create_app(
 
     @app.task  # type: ignore[untyped-decorator]
     async def start_watchdog() -> None:
-        WatchdogThread(watch, make_probe, lambda: bool(app.in_recovery or app.rebalancing)).start()
+        WatchdogThread(
+            watch,
+            make_probe,
+            lambda: bool(app.in_recovery or app.rebalancing),
+            on_offsets=metrics.offsets,
+        ).start()
         # beside the worker, not in it: /readyz answers from what the watchdog last saw
-        serve_health(settings.processors_health_port, watch)
+        serve_health(settings.processors_health_port, watch, metrics)
 
     @app.task  # type: ignore[untyped-decorator]
     async def quiet_root_logger() -> None:

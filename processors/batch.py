@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from learnstream.dead_letters import dead_letter
 from processors import decide
 from processors.dedup_window import ExpiryQueue
 from processors.generations import Handover
+from processors.metrics import ProcessorMetrics
 from processors.state_tables import StateTables
 from projections.delivery import Position
 from projections.rulebook import SEEN, FirstSeen, Ledger
@@ -65,15 +67,18 @@ DELIVERY_TIMEOUT_S = 30.0
 
 async def delivered(futures: Sequence[Awaitable[Any]]) -> None:
     """Every send acknowledged by the broker, or an exception naming what was not."""
-    if not futures:
-        return
-    done, pending = await asyncio.wait(
-        [asyncio.ensure_future(f) for f in futures], timeout=DELIVERY_TIMEOUT_S
-    )
-    if pending:
-        raise TimeoutError(f"{len(pending)} of {len(futures)} sends not acknowledged in time")
-    for future in done:
-        future.result()  # raises the first failed delivery's error
+
+    async def every() -> None:
+        for future in futures:  # in order: most are done by the time the first is
+            await future
+
+    try:
+        await asyncio.wait_for(every(), DELIVERY_TIMEOUT_S)
+    except TimeoutError:
+        waiting = sum(1 for f in futures if not asyncio.ensure_future(f).done())
+        raise TimeoutError(
+            f"{waiting} of {len(futures)} sends not acknowledged in {DELIVERY_TIMEOUT_S:g} s"
+        ) from None
 
 
 class BatchProcessor:
@@ -86,6 +91,7 @@ class BatchProcessor:
         expiry: ExpiryQueue,
         handover: Handover,
         counters: Counter[str],
+        metrics: ProcessorMetrics,
     ) -> None:
         self._app = app
         self._state = state
@@ -94,16 +100,24 @@ class BatchProcessor:
         self._expiry = expiry
         self._handover = handover
         self.counters = counters
+        self._metrics = metrics
+        self._verdicts: Counter[str] = Counter()  # this batch's
 
     async def __call__(self, events: Sequence[Any]) -> None:
+        started = time.monotonic()
+        self._verdicts = Counter()
         ledger = Ledger(self._state.load)
         touched = decide.Touched()
         sends: list[Send] = []
         by_partition: dict[int, Any] = {}
+        current = None
         for event in events:
-            by_partition[event.message.partition] = event
-            with self._state.on_partition_of(event):
-                self._one(event.message, ledger, touched, sends)
+            partition = event.message.partition
+            by_partition[partition] = event
+            if partition != current:
+                self._state.use_partition_of(event)
+                current = partition
+            self._one(event.message, ledger, touched, sends)
         for built in decide.snapshots(ledger, touched, self._setup):
             if isinstance(built, decide.Rejected):
                 self._dead_letter(built, "processors snapshot", datetime.now(UTC), sends)
@@ -113,6 +127,10 @@ class BatchProcessor:
         futures = await self._state.store(ledger.writes, by_partition)
         futures += await self._send_all(sends)
         await delivered(futures)
+        self.counters.update(self._verdicts)
+        sent = Counter(topic for topic, _, _ in sends)
+        sent.update(self._state.changelog_topic(table) for table, _ in ledger.writes)
+        self._metrics.batch(len(events), time.monotonic() - started, self._verdicts, sent)
 
     def _one(
         self, message: Any, ledger: Ledger, touched: decide.Touched, sends: list[Send]
@@ -128,14 +146,14 @@ class BatchProcessor:
             else decide.decide(parsed, ledger, here, arrived, self._setup)
         )
         if isinstance(decision, decide.Rejected):
-            self.counters["dead_lettered"] += 1
+            self._verdicts["dead_lettered"] += 1
             if not replaying:  # else the previous generation dead-lettered it
                 when = datetime.fromtimestamp(message.timestamp, UTC)
                 self._dead_letter(decision, dead_letter_source(here), when, sends)
             return
         assert isinstance(parsed, decide.Parsed)
         event, outcome = parsed.event, decision.outcome
-        self.counters[outcome.verdict.value] += 1
+        self._verdicts[outcome.verdict.value] += 1
         remembered: FirstSeen | None = ledger.writes.get((SEEN, event.event_id), (None, 0))[0]
         if remembered is not None and remembered.offset == here.offset:
             self._expiry.remember(here.partition, event.event_id, arrived)

@@ -318,7 +318,9 @@ def snapshots(ledger: Ledger, touched: Touched, setup: Setup) -> list[Snapshot |
     records: list[tuple[str, str, Any]] = []
     summaries: dict[str, Summary] = {}
     for user in touched.users:
-        entry: LearnerEntry = ledger.get(LEARNER, user)
+        entry: LearnerEntry | None = ledger.get(LEARNER, user)
+        if entry is None:  # erased meanwhile: its tombstones are the last word
+            continue
         summary = summaries[user] = entry.summary
         xp = {"user_id": user, "xp": summary.xp, "events_applied": summary.events_applied}
         records.append((PROJECTIONS_XP, user, lambda xp=xp: xp))
@@ -326,7 +328,9 @@ def snapshots(ledger: Ledger, touched: Touched, setup: Setup) -> list[Snapshot |
             (PROJECTIONS_USER_PROGRESS, user, lambda u=user, s=summary: outputs.user_progress(u, s))
         )
     for user, topic in touched.topics:
-        mastery: TopicMastery = ledger.get(TOPIC, piece_key(user, topic))
+        mastery: TopicMastery | None = ledger.get(TOPIC, piece_key(user, topic))
+        if mastery is None or user not in summaries:
+            continue
         summary = summaries[user]
         records.append(
             (
@@ -336,6 +340,8 @@ def snapshots(ledger: Ledger, touched: Touched, setup: Setup) -> list[Snapshot |
             )
         )
     for user, mode in touched.modes:
+        if user not in summaries or mode not in summaries[user].modes:
+            continue
         summary = summaries[user]
         records.append(
             (
@@ -345,6 +351,8 @@ def snapshots(ledger: Ledger, touched: Touched, setup: Setup) -> list[Snapshot |
             )
         )
     for user in touched.blind_spots:
+        if user not in summaries:
+            continue
         drills = ledger.get(DRILLS, user) or ()
         summary = summaries[user]
         records.append(

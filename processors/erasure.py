@@ -40,8 +40,8 @@ class Eraser:
     async def erase(self, request: ErasureRequest, event: Any) -> None:
         user = request.user_id
         partition = event.message.partition
-        with self._state.on_partition_of(event):
-            writes = self._forget(user, request, partition)
+        self._state.use_partition_of(event)
+        writes = self._forget(user, request, partition)
         futures: list[Awaitable[Any]] = await self._state.store(writes, {partition: event})
         erasure: Erasure = writes[(ERASED, user)][0]
         for topic, keys in projection_keys(user, erasure.topics, erasure.modes).items():

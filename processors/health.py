@@ -8,6 +8,7 @@ reads nothing but what the watchdog last saw (``StallWatch.unready``).
 - ``/healthz``: 200 while the process is alive.
 - ``/readyz``: 503 ``{"status": "unready", "stalled": [...]}`` while a partition has had
   records waiting and no progress for half the stall timeout; 200 otherwise.
+- ``/metrics``: Prometheus text (``processors.metrics``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from processors.metrics import ProcessorMetrics
 from processors.watchdog import StallWatch
 
 log = logging.getLogger(__name__)
@@ -34,7 +38,7 @@ def readiness(watch: StallWatch, now: float) -> tuple[HTTPStatus, dict[str, Any]
     return HTTPStatus.OK, {"status": "ready"}
 
 
-def _handler(watch: StallWatch) -> type[BaseHTTPRequestHandler]:
+def _handler(watch: StallWatch, metrics: ProcessorMetrics | None) -> type[BaseHTTPRequestHandler]:
     answers: dict[str, Callable[[], tuple[HTTPStatus, dict[str, Any]]]] = {
         "/healthz": lambda: (HTTPStatus.OK, {"status": "ok"}),
         "/readyz": lambda: readiness(watch, time.monotonic()),
@@ -42,11 +46,17 @@ def _handler(watch: StallWatch) -> type[BaseHTTPRequestHandler]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # the name http.server calls
-            answer = answers.get(self.path.split("?", 1)[0])
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics" and metrics is not None:
+                self._send(HTTPStatus.OK, CONTENT_TYPE_LATEST, metrics.render())
+                return
+            answer = answers.get(path)
             status, body = answer() if answer else (HTTPStatus.NOT_FOUND, {"status": "unknown"})
-            payload = json.dumps(body).encode()
+            self._send(status, "application/json", json.dumps(body).encode())
+
+        def _send(self, status: HTTPStatus, content_type: str, payload: bytes) -> None:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)
@@ -57,7 +67,9 @@ def _handler(watch: StallWatch) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def serve_health(port: int, watch: StallWatch) -> ThreadingHTTPServer | None:
+def serve_health(
+    port: int, watch: StallWatch, metrics: ProcessorMetrics | None = None
+) -> ThreadingHTTPServer | None:
     """Serve on ``127.0.0.1:port`` until the process ends; port 0 means off.
 
     A port that is taken is logged, not fatal: the endpoint reports on processing and
@@ -65,11 +77,11 @@ def serve_health(port: int, watch: StallWatch) -> ThreadingHTTPServer | None:
     if port == 0:
         return None
     try:
-        server = ThreadingHTTPServer((HOST, port), _handler(watch))
+        server = ThreadingHTTPServer((HOST, port), _handler(watch, metrics))
     except OSError as exc:
         log.error("health endpoint not served: cannot listen on %s:%d (%s)", HOST, port, exc)
         return None
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="health-http", daemon=True).start()
-    log.info("health endpoint on http://%s:%d (/healthz, /readyz)", HOST, port)
+    log.info("health endpoint on http://%s:%d (/healthz, /readyz, /metrics)", HOST, port)
     return server

@@ -16,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Awaitable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from typing import Any, cast
 
 import faust
 from faust.streams import _current_event  # Faust's own "current event" variable
 
+from learnstream.topics import COMPACTED, TopicSpec
 from projections.rulebook import TABLES, decode, encode
 
 # rulebook table -> Faust table name; "state-" keeps them apart from the JSON tables of
@@ -29,9 +30,20 @@ from projections.rulebook import TABLES, decode, encode
 FAUST_NAMES = {table: f"state-{table}" for table in TABLES}
 
 
+def changelog_topics(app_id: str) -> list[TopicSpec]:
+    """The state tables' changelog topics, as Faust names them, to create before any
+    worker starts. A worker that creates them itself leads the first rebalance while
+    their metadata is not out yet, and Faust's assignor then leaves the missing ones
+    out of the assignment: their state would never move with its partitions."""
+    return [
+        TopicSpec(f"{app_id}-{name}-changelog", dict(COMPACTED)) for name in FAUST_NAMES.values()
+    ]
+
+
 class StateTables:
-    def __init__(self, app: faust.App, partitions: int) -> None:
+    def __init__(self, app: faust.App, partitions: int, per_partition: bool) -> None:
         self._app = app
+        self._per_partition = per_partition
         self.tables: dict[str, Any] = {}
         for table, name in FAUST_NAMES.items():
             faust_table: Any = app.Table(name, default=None, partitions=partitions)
@@ -42,14 +54,15 @@ class StateTables:
             faust_table.changelog_topic = faust_table._new_changelog_topic()
             self.tables[table] = faust_table
 
-    @contextmanager
-    def on_partition_of(self, event: Any) -> Iterator[None]:
-        """Reads and writes inside go to ``event``'s partition."""
-        token = _current_event.set(weakref.ref(event))
-        try:
-            yield
-        finally:
-            _current_event.reset(token)
+    def use_partition_of(self, event: Any) -> None:
+        """Reads and writes from here on go to ``event``'s partition (RocksDB keeps a
+        database per partition; the memory store has one dict and needs nothing)."""
+        if self._per_partition:
+            _current_event.set(weakref.ref(event))
+
+    def changelog_topic(self, table: str) -> str:
+        name: str = self.tables[table].changelog_topic.get_topic_name()
+        return name
 
     def load(self, table: str, key: str) -> Any:
         data = self.tables[table].data
@@ -71,16 +84,19 @@ class StateTables:
         """Write each (table, key) once; the futures of their changelog records."""
         producer = self._app.producer
         futures: list[Awaitable[Any]] = []
+        current = None
         for (table, key), (value, partition) in writes.items():
             faust_table = self.tables[table]
             raw_key = key.encode()
             raw_value = None if value is None else encode(value)
-            with self.on_partition_of(events_by_partition[partition]):
-                if raw_value is None:
-                    with suppress(KeyError):
-                        del faust_table.data[raw_key]
-                else:
-                    faust_table.data[raw_key] = raw_value
+            if partition != current:
+                self.use_partition_of(events_by_partition[partition])
+                current = partition
+            if raw_value is None:
+                with suppress(KeyError):
+                    del faust_table.data[raw_key]
+            else:
+                faust_table.data[raw_key] = raw_value
             future = await producer.send(
                 faust_table.changelog_topic.get_topic_name(),
                 raw_key,

@@ -240,6 +240,7 @@ class WatchdogThread(threading.Thread):
         is_recovering: Callable[[], bool],
         interval_s: float = 10.0,
         probe_timeout_s: float = 5.0,
+        on_offsets: Callable[[dict[int, int], dict[int, int | None]], None] | None = None,
     ) -> None:
         super().__init__(name="stall-watchdog", daemon=True)
         self._watch = watch
@@ -247,6 +248,7 @@ class WatchdogThread(threading.Thread):
         self._is_recovering = is_recovering
         self._interval_s = interval_s
         self._probe_timeout_s = probe_timeout_s
+        self._on_offsets = on_offsets  # metrics: what each probe saw
         self._closing: set[asyncio.Future[None]] = set()  # abandoned probes being closed
 
     def run(self) -> None:
@@ -285,6 +287,8 @@ class WatchdogThread(threading.Thread):
                 continue
             blind_since = None
             highwaters, committed = check.result()
+            if self._on_offsets is not None:
+                self._on_offsets(highwaters, committed)
             warn_not_advancing(self._watch, highwaters, committed, now)  # first: explains an exit
             found = self._watch.stalls(highwaters, committed, now)
             if found:

@@ -62,9 +62,12 @@ class ServiceGroup:
     def start(self, name: str, instance: str | None = None) -> subprocess.Popen[bytes]:
         """Start service ``name``; ``instance`` names a second copy (e.g. another worker)."""
         label = instance or name
+        env = {**os.environ, **self.env}
+        if name == "processors":  # each worker its own static member (see Settings)
+            env.setdefault("LEARNSTREAM_PROCESSORS_INSTANCE_ID", label)
         process = subprocess.Popen(
             SERVICES[name],
-            env={**os.environ, **self.env},
+            env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -141,6 +141,14 @@ class Settings(BaseSettings):
         description="A processors worker serves /healthz and /readyz on 127.0.0.1 at this "
         "port; 0 turns them off.",
     )
+    processors_instance_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Static group membership: a name unique among the running processors "
+        "workers and kept across restarts of one (make run sets it). A restarted worker "
+        "takes its partitions back at once instead of after the 10 s session timeout.",
+    )
     sample_rate_overrides: dict[str, float] = Field(
         default_factory=dict,
         description='Sample rates per event type over the seed defaults: {"page_view": 0.05}.',

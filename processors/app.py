@@ -162,6 +162,8 @@ def create_app(
         # so does its own restart. Faust's 60 s made every restart take a minute; batches
         # take well under a second of loop time, and heartbeats run every 3 s.
         broker_session_timeout=10.0,
+        # static membership (when named): a restart rejoins as the same member, at once
+        consumer_group_instance_id=settings.processors_instance_id,
         # An agent that raises must take the worker down (and restart from committed
         # offsets), never be restarted in place past the message that broke it.
         agent_supervisor=mode.CrashingSupervisor,

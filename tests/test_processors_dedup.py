@@ -73,8 +73,7 @@ def test_repeat_within_window_dropped_after_window_new(settings: Settings, tmp_p
         group = ServiceGroup(env=windowed.as_env(), out=quiet)
         group.start("processors")
         try:
-            _wait_for_clean(windowed, group, 3)
-            time.sleep(2)  # anything wrongly let through would show up by now
+            _wait_for_all_processed(windowed, group, 5)
             clean = _clean_ids(windowed)
         finally:
             group.stop_all()
@@ -124,6 +123,18 @@ def _wait_for_clean(settings: Settings, group: ServiceGroup, count: int) -> list
     return clean
 
 
+def _wait_for_all_processed(settings: Settings, group: ServiceGroup, produced: int) -> None:
+    """Until the group has committed past every record of events.raw: a batch's outputs
+    are all delivered before its offsets can be committed, so whatever it sent is on
+    events.clean by then, and nothing more will come (no sleeping to prove absence)."""
+    group_id = settings.topic("learnstream-processors")
+    deadline = time.monotonic() + 90
+    while asyncio.run(committed_total(settings, group_id)) < produced:
+        assert not group.supervise()
+        assert time.monotonic() < deadline, "events.raw never committed to its end"
+        time.sleep(0.5)
+
+
 def test_rocksdb_store_keeps_dedup_state_across_a_kill(settings: Settings) -> None:
     """The production store: state on disk, a SIGKILLed worker still knows what it saw."""
     rocks = settings.model_copy(update={"table_store": "rocksdb://"})
@@ -142,8 +153,7 @@ def test_rocksdb_store_keeps_dedup_state_across_a_kill(settings: Settings) -> No
             group.kill("processors")
             asyncio.run(produce(rocks, [(record(a), T0_MS + 2), (record(c), T0_MS + 3)]))
             group.start("processors")
-            _wait_for_clean(rocks, group, 3)
-            time.sleep(2)  # a wrongly kept repeat of a would show up by now
+            _wait_for_all_processed(rocks, group, 4)
             clean = _clean_ids(rocks)
         finally:
             group.stop_all()

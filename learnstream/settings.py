@@ -72,6 +72,14 @@ class Settings(BaseSettings):
         description="ClickHouse server URL (http://user:pass@host:8123); unset: embedded chdb.",
     )
     clickhouse_database: str = Field(default="learnstream", description="ClickHouse database.")
+    clickhouse_cluster: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
+        max_length=200,
+        description="ClickHouse cluster (remote_servers) the sink's migrations create every "
+        "table on: ON CLUSTER, Replicated*MergeTree local tables, Distributed tables under "
+        "today's names (docs/CLUSTER.md). Needs LEARNSTREAM_CLICKHOUSE_URL; unset: one node.",
+    )
 
     # Collector
     collector_host: str = Field(default="127.0.0.1", description="Collector bind address.")

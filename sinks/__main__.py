@@ -64,8 +64,13 @@ async def serve(settings: Settings) -> None:
             "production needs LEARNSTREAM_READER_TOKEN_SECRET: an open read API shows everyone "
             "everything"
         )
+    if settings.clickhouse_cluster and not settings.clickhouse_url:
+        raise SystemExit(
+            "LEARNSTREAM_CLICKHOUSE_CLUSTER needs LEARNSTREAM_CLICKHOUSE_URL: embedded chdb is "
+            "one node, not a cluster"
+        )
     client = connect(settings)
-    migrate(client, settings.clickhouse_database)
+    migrate(client, settings.clickhouse_database, settings.clickhouse_cluster)
     writer = ClickHouseWriter(client, settings.clickhouse_database)
     routes = sink_routes(settings)
     metrics = SinkMetrics()

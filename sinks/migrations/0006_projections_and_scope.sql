@@ -1,4 +1,4 @@
--- Who may see a row (seed 004) is decided by organization, learner, class and teacher;
+-- Who may see a row (seed 004) is decided by organization, learner, class and teacher:
 -- class_id and teacher_id live in the context JSON, and as typed columns they can be
 -- filtered cheaply by the API's scopes and by generated row policies.
 ALTER TABLE {db}.events

@@ -15,6 +15,10 @@ new one; ``replay`` refuses to start while that group has members.
 
 from __future__ import annotations
 
+import asyncio
+import time
+from typing import Any
+
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
@@ -34,6 +38,22 @@ class PreviousGenerationRunning(RuntimeError):
     pass
 
 
+# A stopped worker that is a static member (LEARNSTREAM_PROCESSORS_INSTANCE_ID) does not
+# leave its group: it is listed until its session times out (10 s, processors.app).
+SETTLE_S = 20.0
+
+
+async def _members_once_settled(admin: AIOKafkaAdminClient, group: str) -> list[Any]:
+    """The group's members, waiting up to SETTLE_S for stopped static members to go."""
+    deadline = time.monotonic() + SETTLE_S
+    while True:
+        (description,) = await admin.describe_consumer_groups([group])
+        members: list[Any] = description.groups[0][5] if description.groups else []
+        if not members or time.monotonic() >= deadline:
+            return members
+        await asyncio.sleep(1.0)
+
+
 async def handover(settings: Settings, generation: int) -> Handover:
     """Where the previous generation stopped on each events.raw partition (empty for 1)."""
     if generation == 1:
@@ -42,8 +62,7 @@ async def handover(settings: Settings, generation: int) -> Handover:
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:
-        (description,) = await admin.describe_consumer_groups([previous])
-        members = description.groups[0][5] if description.groups else []
+        members = await _members_once_settled(admin, previous)
         if members:
             raise PreviousGenerationRunning(
                 f"consumer group {previous} still has {len(members)} member(s); stop "

@@ -112,6 +112,13 @@ class StallWatch:
             expected = self._next.get(partition)
         return expected if expected is not None and offset > expected else None
 
+    def already_processed(self, partition: int, offset: int) -> bool:
+        """Whether ``offset`` was processed before in this assignment: the consumer
+        delivered it again (fetched before a seek back to the committed offset landed)."""
+        with self._lock:
+            expected = self._next.get(partition)
+        return expected is not None and offset < expected
+
     def processed(self, partition: int, offset: int, now: float) -> None:
         with self._lock:
             self._next[partition] = offset + 1

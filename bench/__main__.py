@@ -3,6 +3,10 @@
 Starts its own Kafka broker (the devstack one, in a temporary folder on free ports), so
 it never touches a running pipeline. Each learnstream figure is measured in the same run
 as its raw-library baseline; quote the ratios, since absolute numbers vary by machine.
+
+``python -m bench chaos --minutes N`` is the chaos soak (bench/chaos.py): the whole
+pipeline under steady load while services are killed and the broker restarted, then
+checked for lost, doubled or wrongly folded events. It is not part of ``make bench``.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import dedup_memory, latency, processors_bench, throughput
+from bench import chaos, dedup_memory, latency, processors_bench, throughput
 from bench import sink as sink_bench
 from bench.workload import events
 from devstack import kafka
@@ -150,6 +154,9 @@ def print_sink(speed: dict[str, float], delay: dict[str, float], seconds: float)
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["chaos"]:
+        return chaos.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--collector-events", type=int, default=4000)
     processors_bench.add_arguments(parser)

@@ -24,8 +24,8 @@ import pytest
 from bench import chaos
 
 # A broker of its own: the soak restarts it, which the session's shared one must not see.
-# Opt-in for now (LEARNSTREAM_CHAOS_SOAK=1): in 3 of its last 7 runs it found real loss
-# that is not fixed yet (issue 13's note): acknowledged events of events.raw committed
+# Opt-in for now (LEARNSTREAM_CHAOS_SOAK=1): its runs found real loss that is not fixed
+# yet (issue 13's note): acknowledged events of events.raw committed
 # past after a rebalance (a stale fetch ahead of the committed offset is processed and
 # acked first), and daily_user_stats short after a sink SIGKILL (chdb in the sink's
 # process: the insert landed, its materialized-view part did not). In `make test` it would

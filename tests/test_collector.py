@@ -113,7 +113,8 @@ def test_broker_outage_gives_quick_503_then_recovers(settings: Settings, tmp_pat
         publisher = KafkaPublisher(own.kafka_bootstrap, own.publish_timeout_s)
         app = create_app(own, CATALOG, REGISTRY, publisher, clock=lambda: NOW)
         with TestClient(app) as client:
-            assert client.post("/v1/events", json=lesson()).status_code == 202
+            # a fresh broker elects the new topics' leaders first: wait for that, untimed
+            assert _post_until_accepted(client, lesson(), timeout_s=60).status_code == 202
             kafka.stop(paths)
             started = time.monotonic()
             outage = client.post("/v1/events", json=lesson())

@@ -47,12 +47,14 @@ from learnstream.topics import (
 )
 from processors import decide
 from processors.batch import BatchProcessor, OutputTopics, dead_letter_source
+from processors.commits import guard_commits
 from processors.dedup_window import ExpiryQueue
 from processors.erasure import Eraser
 from processors.generations import Handover, group_id
 from processors.health import serve_health
 from processors.metrics import ProcessorMetrics
 from processors.offsets import OffsetProbe
+from processors.positions import Positions
 from processors.state_tables import StateTables
 from processors.steps import ExitOnFailure, FailOnce, GuardOffsets
 from processors.watchdog import StallWatch, WatchdogThread, exit_for_restart
@@ -164,10 +166,21 @@ def create_app(
         broker_session_timeout=10.0,
         # static membership (when named): a restart rejoins as the same member, at once
         consumer_group_instance_id=settings.processors_instance_id,
+        # No standby replicas. Faust's assignor can keep assigning a partition's changelog
+        # as a standby to the worker that now holds it as active (seen when a second
+        # worker died and the first took every partition); its recovery then never got a
+        # changelog record for those partitions and hung (the two-worker SIGKILL test).
+        # Standbys also make every worker read the others' changelogs all the time. A
+        # partition that moves is recovered from its changelog instead.
+        table_standby_replicas=0,
         # An agent that raises must take the worker down (and restart from committed
         # offsets), never be restarted in place past the message that broke it.
         agent_supervisor=mode.CrashingSupervisor,
     )
+    # before anything creates the consumer: commits of events.raw only up to what the
+    # guard proved delivered (processors.positions)
+    positions = Positions()
+    guard_commits(app, settings.topic(EVENTS_RAW), positions)
     raw_topic = _raw_topic(app, settings.topic(EVENTS_RAW))
     erasure_topic = _raw_topic(app, settings.topic(REQUESTS_ERASURE))
     for name in (EVENTS_CLEAN, EVENTS_INVALID, EVENTS_DERIVED, *PROJECTION_SCHEMAS):
@@ -193,7 +206,43 @@ def create_app(
     one_at_a_time = asyncio.Lock()
     metrics = ProcessorMetrics(raw_topic.get_topic_name())
     process = BatchProcessor(app, state, setup, topics, expiry, handover or {}, counters, metrics)
-    guarded = ExitOnFailure(GuardOffsets(watch, FailOnce(settings.fault_fail_marker, process)))
+    starts = OffsetProbe(
+        settings.kafka_bootstrap,
+        raw_topic.get_topic_name(),
+        group_id(settings, settings.processors_generation),
+    )
+
+    async def resume_offsets(partitions: set[int]) -> dict[int, int]:
+        # an unanswered broker is infrastructure: ExitOnFailure restarts the worker
+        return await asyncio.wait_for(starts.resume_offsets(partitions), timeout=30.0)
+
+    def assignment() -> set[int]:
+        """The raw topic's partitions the consumer holds now (Faust's signal of a new
+        assignment can come after its first records)."""
+        name = raw_topic.get_topic_name()
+        return {tp.partition for tp in app.consumer.assignment() if tp.topic == name}
+
+    class Rewinder:
+        """Fetch an events.raw partition again (``processors.commits``)."""
+
+        async def rewind(self, partition: int, offset: int) -> None:
+            consumer: Any = app.consumer
+            await consumer.rewind(TP(raw_topic.get_topic_name(), partition), offset)
+
+        def rewound(self, partition: int) -> None:
+            consumer: Any = app.consumer
+            consumer.rewound(TP(raw_topic.get_topic_name(), partition))
+
+    guarded = ExitOnFailure(
+        GuardOffsets(
+            watch,
+            positions,
+            assignment,
+            resume_offsets,
+            Rewinder(),
+            FailOnce(settings.fault_fail_marker, process),
+        )
+    )
     eraser = Eraser(app, state, topics.projections)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
@@ -205,6 +254,7 @@ def create_app(
     async def on_assigned(sender: Any, assigned: Any = (), **kwargs: Any) -> None:
         mine = {tp.partition for tp in assigned if tp.topic == raw_topic.get_topic_name()}
         watch.assigned(mine, time.monotonic())
+        positions.assigned(mine)
 
     def make_probe() -> OffsetProbe:
         return OffsetProbe(

@@ -44,6 +44,21 @@ class OffsetProbe:
             )
         return {tp.partition: offset for tp, offset in ends.items()}, resumes
 
+    async def resume_offsets(self, partitions: set[int]) -> dict[int, int]:
+        """Where the group resumes each of ``partitions``: its committed offset, moved up
+        to the log's first offset where retention deleted what it points at (the consumer
+        resets there too), or the first offset where the group has committed nothing."""
+        consumer, admin = await self._started()
+        tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
+        starts = await consumer.beginning_offsets(tps)
+        committed = await admin.list_consumer_group_offsets(self._group, partitions=tps)
+        resumes = {}
+        for tp in tps:
+            meta = committed.get(tp)
+            offset = meta.offset if meta is not None and meta.offset >= 0 else starts[tp]
+            resumes[tp.partition] = max(offset, starts[tp])
+        return resumes
+
     async def stop(self) -> None:
         if self._consumer is not None:
             await self._consumer.stop()

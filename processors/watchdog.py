@@ -105,20 +105,6 @@ class StallWatch:
         with self._lock:
             self._since = dict.fromkeys(self._since, now)
 
-    def skipped_before(self, partition: int, offset: int) -> int | None:
-        """The first offset the consumer skipped if ``offset`` jumps past the next one
-        expected since (re)assignment; None when it follows on (or goes back: a seek)."""
-        with self._lock:
-            expected = self._next.get(partition)
-        return expected if expected is not None and offset > expected else None
-
-    def already_processed(self, partition: int, offset: int) -> bool:
-        """Whether ``offset`` was processed before in this assignment: the consumer
-        delivered it again (fetched before a seek back to the committed offset landed)."""
-        with self._lock:
-            expected = self._next.get(partition)
-        return expected is not None and offset < expected
-
     def processed(self, partition: int, offset: int, now: float) -> None:
         with self._lock:
             self._next[partition] = offset + 1

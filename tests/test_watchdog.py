@@ -119,24 +119,14 @@ def test_a_commit_that_stops_behind_processed_records_is_a_stall() -> None:
     assert watch.commit_stalls({0: 10, 1: 0}, now=500.0) == []
 
 
-def test_a_jump_in_offsets_is_reported_as_skipped_records() -> None:
-    watch = StallWatch(timeout_s=30)
-    watch.assigned({2}, now=0.0)
-    assert watch.skipped_before(2, 742) is None  # first record since assignment
-    watch.processed(2, 742, now=1.0)
-    assert watch.skipped_before(2, 743) is None
-    watch.processed(2, 743, now=1.0)
-    assert watch.skipped_before(2, 769) == 744  # 744..768 never came
-    assert watch.skipped_before(2, 700) is None  # a seek back is not a hole
-
-
 def test_a_partition_not_advancing_is_reported_once_at_half_the_timeout(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     watch = StallWatch(timeout_s=60)
     watch.assigned({0, 1}, now=0.0)
     watch.processed(0, 41, now=5.0)  # partition 0: next is 42, and 50 is the end
-    ends, committed = {0: 50, 1: 7}, {0: 40, 1: 7}  # partition 1 is caught up
+    ends = {0: 50, 1: 7}
+    committed: dict[int, int | None] = {0: 40, 1: 7}  # partition 1 is caught up
     with caplog.at_level(logging.WARNING, logger="processors.watchdog"):
         warn_not_advancing(watch, ends, committed, now=34.0)  # idle 29 s: under half
         assert watch.unready(now=34.0) == []

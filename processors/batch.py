@@ -4,7 +4,8 @@
    records of a learner see the state earlier ones left, nothing is written yet.
 2. Build one snapshot per touched projection key, from the batch's final state.
 3. Write each touched state key once, and send every output (events.clean,
-   events.derived, dead letters, snapshots) without awaiting each.
+   events.derived, dead letters, snapshots) as one record batch per topic-partition
+   (``processors.record_batches``).
 4. Await every delivery. Only then does the batch return, and only then does Faust
    ack its records, so no source offset is committed past an unprocessed record.
 
@@ -30,6 +31,7 @@ from processors import decide
 from processors.dedup_window import ExpiryQueue
 from processors.generations import Handover
 from processors.metrics import ProcessorMetrics
+from processors.record_batches import RecordBatches, WholeBatchTooLarge
 from processors.state_tables import StateTables
 from projections.delivery import Position
 from projections.rulebook import SEEN, FirstSeen, Ledger
@@ -124,12 +126,24 @@ class BatchProcessor:
             else:
                 topic = self._topics.projections[built.projection]
                 sends.append((topic, built.key.encode(), built.value))
-        futures = await self._state.store(ledger.writes, by_partition)
-        futures += await self._send_all(sends)
-        await delivered(futures)
+        out = RecordBatches.of(self._app)
+        try:
+            self._state.store(ledger.writes, by_partition, out)
+        except WholeBatchTooLarge:  # nothing was written or sent: two smaller batches
+            if len(events) < 2:
+                raise
+            log.info("a batch's state writes exceed one record batch; splitting it")
+            await self(events[: len(events) // 2])
+            await self(events[len(events) // 2 :])
+            return
+        for topic, key, value in sends:
+            await out.add(topic, key, value)
+        futures = await out.send()
+        self._state.on_sent(futures)
+        await delivered([future for _, future in futures])
         self.counters.update(self._verdicts)
         sent = Counter(topic for topic, _, _ in sends)
-        sent.update(self._state.changelog_topic(table) for table, _ in ledger.writes)
+        sent[self._state.changelog_topic] += len(ledger.writes)
         self._metrics.batch(len(events), time.monotonic() - started, self._verdicts, sent)
 
     def _one(
@@ -188,9 +202,3 @@ class BatchProcessor:
             rejected.raw, [FieldError("(message)", rejected.reason)], when, source=source
         )
         sends.append((self._topics.invalid, None, letter))
-
-    async def _send_all(self, sends: list[Send]) -> list[Awaitable[Any]]:
-        producer = self._app.producer
-        return [
-            await producer.send(topic, key, value, None, None, None) for topic, key, value in sends
-        ]

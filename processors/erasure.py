@@ -9,11 +9,12 @@ are out repeats them when the request is redelivered, even though the state is g
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from learnstream.erasure import ErasureRequest, projection_keys
 from processors.batch import delivered
+from processors.record_batches import RecordBatches
 from processors.state_tables import StateTables
 from projections.rulebook import (
     CONSENT,
@@ -42,16 +43,15 @@ class Eraser:
         partition = event.message.partition
         self._state.use_partition_of(event)
         writes = self._forget(user, request, partition)
-        futures: list[Awaitable[Any]] = await self._state.store(writes, {partition: event})
+        out = RecordBatches.of(self._app)
+        self._state.store(writes, {partition: event}, out)
         erasure: Erasure = writes[(ERASED, user)][0]
         for topic, keys in projection_keys(user, erasure.topics, erasure.modes).items():
             for key in keys:  # no value: compaction removes the key, the sink marks it deleted
-                futures.append(
-                    await self._app.producer.send(
-                        self._topics[topic], key.encode(), None, None, None, None
-                    )
-                )
-        await delivered(futures)
+                await out.add(self._topics[topic], key.encode(), None)
+        futures = await out.send()
+        self._state.on_sent(futures)
+        await delivered([future for _, future in futures])
         log.info("erased learner %s (request %s)", user, request.request_id)
 
     def _forget(

@@ -1,11 +1,22 @@
-"""The rulebook's tables as Faust tables of msgpack bytes, written once per key per batch.
+"""The rulebook's tables in one Faust table of msgpack bytes, written once per key per
+batch, each batch's writes of a partition landing in Kafka whole or not at all.
 
-Each rulebook table (``projections.rulebook.TABLES``) is a Faust table keyed and valued
-by raw bytes, co-partitioned with events.raw: a learner's pieces live on the partition
-of the learner's events. A batch reads through ``load`` and, once decided, ``store``
-writes every touched key once: into the local store and, as one changelog record, to
-Kafka, returning the delivery futures so the caller can await them with the batch's
-other sends before the source offsets are committed.
+Every rulebook table (``projections.rulebook.TABLES``) lives in the one Faust table
+``learner-state``, its keys prefixed by the rulebook table's name, co-partitioned with
+events.raw: a learner's pieces live on the partition of the learner's events. A batch
+reads through ``load`` and, once decided, ``store`` writes every touched key once: into
+the local store and into the batch's records (``processors.record_batches``), whose
+delivery the caller awaits with the batch's other sends before the source offsets are
+committed.
+
+Why one table: a batch's state writes must be all-or-nothing. They are the dedup table's
+"seen at this offset", the learner summary with the offset it has applied, and the
+learner's topic, course and drill pieces. With a changelog topic per table, a worker
+killed while sending could leave the topic piece in Kafka and not the summary; its
+restart would then apply the event to the topic piece a second time (the soak saw one
+mastery value off by 2e-8). In one changelog topic, the writes of a partition go out as
+one Kafka record batch (``RecordBatches.add_whole``), which the broker appends whole:
+a restart recovers the state after some batches, never after part of one.
 
 Faust's stores pick a key's local partition database from the "current event"; a
 batch has many, so each read and write names the partition it belongs to.
@@ -15,44 +26,52 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Awaitable, Iterator
+from collections import defaultdict
+from collections.abc import Iterator
 from contextlib import suppress
-from typing import Any, cast
+from typing import Any
 
 import faust
 from faust.streams import _current_event  # Faust's own "current event" variable
 
 from learnstream.topics import COMPACTED, TopicSpec
-from projections.rulebook import TABLES, decode, encode
+from processors.record_batches import RecordBatches
+from projections.rulebook import decode, encode
 
-# rulebook table -> Faust table name; "state-" keeps them apart from the JSON tables of
-# earlier releases (upgrade with ``python -m processors replay``)
-FAUST_NAMES = {table: f"state-{table}" for table in TABLES}
+# The Faust table; earlier releases kept a table per piece ("state-*", before that a
+# JSON document per learner): upgrade with ``python -m processors replay``.
+TABLE_NAME = "learner-state"
+_PREFIX = "\x1e"  # ASCII record separator, between the rulebook table and the key
 
 
 def changelog_topics(app_id: str) -> list[TopicSpec]:
-    """The state tables' changelog topics, as Faust names them, to create before any
-    worker starts. A worker that creates them itself leads the first rebalance while
-    their metadata is not out yet, and Faust's assignor then leaves the missing ones
-    out of the assignment: their state would never move with its partitions."""
-    return [
-        TopicSpec(f"{app_id}-{name}-changelog", dict(COMPACTED)) for name in FAUST_NAMES.values()
-    ]
+    """The state table's changelog topic, as Faust names it, to create before any
+    worker starts. A worker that creates it itself leads the first rebalance while its
+    metadata is not out yet, and Faust's assignor then leaves it out of the assignment:
+    the state would never move with its partitions."""
+    return [TopicSpec(changelog_topic_name(app_id), dict(COMPACTED))]
+
+
+def changelog_topic_name(app_id: str) -> str:
+    return f"{app_id}-{TABLE_NAME}-changelog"
+
+
+def _raw_key(table: str, key: str) -> bytes:
+    return f"{table}{_PREFIX}{key}".encode()
 
 
 class StateTables:
     def __init__(self, app: faust.App, partitions: int, per_partition: bool) -> None:
         self._app = app
         self._per_partition = per_partition
-        self.tables: dict[str, Any] = {}
-        for table, name in FAUST_NAMES.items():
-            faust_table: Any = app.Table(name, default=None, partitions=partitions)
-            # Bytes both ways: the pieces are msgpack already. Faust picks JSON for a
-            # table without a model type and builds its changelog topic at once, so the
-            # topic is built again (recovery reads through it when the worker starts).
-            faust_table.key_serializer = faust_table.value_serializer = "raw"
-            faust_table.changelog_topic = faust_table._new_changelog_topic()
-            self.tables[table] = faust_table
+        table: Any = app.Table(TABLE_NAME, default=None, partitions=partitions)
+        # Bytes both ways: the pieces are msgpack already. Faust picks JSON for a
+        # table without a model type and builds its changelog topic at once, so the
+        # topic is built again (recovery reads through it when the worker starts).
+        table.key_serializer = table.value_serializer = "raw"
+        table.changelog_topic = table._new_changelog_topic()
+        self._table = table
+        self.changelog_topic: str = table.changelog_topic.get_topic_name()
 
     def use_partition_of(self, event: Any) -> None:
         """Reads and writes from here on go to ``event``'s partition (RocksDB keeps a
@@ -60,53 +79,49 @@ class StateTables:
         if self._per_partition:
             _current_event.set(weakref.ref(event))
 
-    def changelog_topic(self, table: str) -> str:
-        name: str = self.tables[table].changelog_topic.get_topic_name()
-        return name
-
     def load(self, table: str, key: str) -> Any:
-        data = self.tables[table].data
         try:
-            raw = data[key.encode()]
+            raw = self._table.data[_raw_key(table, key)]
         except KeyError:
             return None
         return decode(table, raw)
 
     def items(self, table: str) -> Iterator[tuple[str, Any]]:
         """Every (key, piece) of ``table`` held by this worker (for housekeeping scans)."""
-        for key, raw in self.tables[table].data.items():
-            if raw is not None:
-                yield key.decode(), decode(table, raw)
+        prefix = f"{table}{_PREFIX}".encode()
+        for raw_key, raw in self._table.data.items():
+            if raw is not None and raw_key.startswith(prefix):
+                yield raw_key[len(prefix) :].decode(), decode(table, raw)
 
-    async def store(
-        self, writes: dict[tuple[str, str], tuple[Any, int]], events_by_partition: dict[int, Any]
-    ) -> list[Awaitable[Any]]:
-        """Write each (table, key) once; the futures of their changelog records."""
-        producer = self._app.producer
-        futures: list[Awaitable[Any]] = []
-        current = None
+    def store(
+        self,
+        writes: dict[tuple[str, str], tuple[Any, int]],
+        events_by_partition: dict[int, Any],
+        out: RecordBatches,
+    ) -> None:
+        """Write each (table, key) once: into ``out``, one whole record batch per
+        partition (``WholeBatchTooLarge`` before anything is written if one would not
+        fit), then into the local store."""
+        by_partition: dict[int, list[tuple[bytes, bytes | None]]] = defaultdict(list)
         for (table, key), (value, partition) in writes.items():
-            faust_table = self.tables[table]
-            raw_key = key.encode()
             raw_value = None if value is None else encode(value)
-            if partition != current:
-                self.use_partition_of(events_by_partition[partition])
-                current = partition
-            if raw_value is None:
-                with suppress(KeyError):
-                    del faust_table.data[raw_key]
-            else:
-                faust_table.data[raw_key] = raw_value
-            future = await producer.send(
-                faust_table.changelog_topic.get_topic_name(),
-                raw_key,
-                raw_value,
-                partition,
-                None,
-                None,
-            )
-            # RocksDB remembers the changelog offset it holds, so a restart recovers
-            # only what came after it (what Faust's own table writes do)
-            cast(asyncio.Future[Any], future).add_done_callback(faust_table._on_changelog_sent)
-            futures.append(future)
-        return futures
+            by_partition[partition].append((_raw_key(table, key), raw_value))
+        for partition, records in by_partition.items():
+            out.add_whole(self.changelog_topic, partition, records)
+        data = self._table.data
+        for partition, records in by_partition.items():
+            self.use_partition_of(events_by_partition[partition])
+            for raw_key, raw_value in records:
+                if raw_value is None:
+                    with suppress(KeyError):
+                        del data[raw_key]
+                else:
+                    data[raw_key] = raw_value
+
+    def on_sent(self, futures: list[tuple[str, asyncio.Future[Any]]]) -> None:
+        """RocksDB remembers the changelog offset it holds, so a restart recovers only
+        what came after it (what Faust's own table writes do). A record batch reports
+        its first offset: recovery may read a few records again, never miss one."""
+        for topic, future in futures:
+            if topic == self.changelog_topic:
+                future.add_done_callback(self._table._on_changelog_sent)

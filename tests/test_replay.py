@@ -25,8 +25,7 @@ from learnstream.topics import (
 )
 from processors.generations import group_id
 from processors.offsets import OffsetProbe
-from processors.state_tables import FAUST_NAMES
-from projections.rulebook import LEARNER
+from processors.state_tables import changelog_topic_name
 from schemas.catalog import default_catalog
 from schemas.codec import decode
 from schemas.registry import FileSchemaRegistry
@@ -140,7 +139,7 @@ def test_replay_rebuilds_state_without_writing_events_twice(
     _run_through(second, 1600, expected, tmp_path / "gen2-replay.log")
     assert published_progress(settings) == expected  # rebuilt from nothing, equal to the fold
     assert _count(settings, PROJECTIONS_USER_PROGRESS) > progress_records  # republished
-    changelog = f"{group_id(second, 2)}-{FAUST_NAMES[LEARNER]}-changelog"
+    changelog = changelog_topic_name(group_id(second, 2))
     assert len(read_all(settings.kafka_bootstrap, changelog)) > 0  # its own, fresh tables
     assert (_count(settings, EVENTS_CLEAN), _count(settings, EVENTS_DERIVED)) == (clean, derived)
 

@@ -63,6 +63,7 @@ FILTER = "look up its consent category and sample rate"
 FOLD = "fold into the learner's state"  # the rulebook: erasure, dedup, sampling, consent, fold
 RESAMPLE = "re-encode with its sample rate"
 OUTPUTS = "build its derived events"
+SIZE = "fit its outputs in Kafka records"
 SNAPSHOT = "build a projection snapshot"
 MAX_ERROR_CHARS = 1000
 
@@ -263,11 +264,25 @@ def _decide(
         clean = _clean(parsed, rate, setup)
         stage = OUTPUTS
         derived = tuple(_derived_record(d, parsed.datum, setup) for d in outcome.derived)
+        stage = SIZE
+        too_large = [len(r) for r in (clean, *derived) if len(r) > MAX_OUTPUT_BYTES]
+        if too_large:
+            raise ValueError(
+                f"an output record would be {max(too_large)} bytes, over Kafka's message "
+                f"size limit ({MAX_OUTPUT_BYTES}); no retry could send it"
+            )
     except Exception as exc:
         if is_infrastructure(exc):
             raise
         raise _Failure(stage, exc) from exc
     return Decided(outcome, clean, derived)
+
+
+# Kafka's default message size limits (broker max.message.bytes, producer
+# max.request.size) are ~1 MiB per record batch; a record over this would be refused on
+# every retry. events.raw took the input, so only an output that grew (a sample rate
+# stamped on an input at the limit) can get here.
+MAX_OUTPUT_BYTES = 1_000_000
 
 
 def _clean(parsed: Parsed, rate: float, setup: Setup) -> bytes:

@@ -122,6 +122,21 @@ def test_a_rejected_record_leaves_no_state_behind() -> None:
     assert isinstance(decided(data, ledger), decide.Rejected)
 
 
+def test_an_output_over_kafkas_size_limit_is_rejected_not_retried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Kafka would refuse it on every retry: dead-lettered, its state taken back."""
+    _, data = record("usr_a")
+    assert isinstance(decided(data), decide.Decided)
+    monkeypatch.setattr(decide, "MAX_OUTPUT_BYTES", len(data) - 1)
+    ledger = Ledger(lambda table, key: None)
+    rejected = decided(data, ledger)
+    assert isinstance(rejected, decide.Rejected)
+    assert rejected.stage == decide.SIZE
+    assert "bytes, over Kafka's message size limit" in rejected.reason
+    assert ledger.writes == {}
+
+
 def test_undecodable_bytes_are_kept_as_hex() -> None:
     rejected = decide.parse(b"\x00garbage", SETUP)
     assert isinstance(rejected, decide.Rejected)

@@ -70,26 +70,22 @@ from typing import IO, Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 from bench.stats import percentile
 from devstack import kafka
 from devstack.services import ServiceGroup, free_port, http_ok
+from learnstream.groups import group_members, pipeline_lag, processors_group
 from learnstream.settings import Settings
 from learnstream.topics import (
     EVENTS_CLEAN,
     EVENTS_DERIVED,
-    EVENTS_INVALID,
     EVENTS_RAW,
     PROJECTIONS_MODE_PROGRESS,
     PROJECTIONS_TOPIC_MASTERY,
     PROJECTIONS_USER_PROGRESS,
-    REQUESTS_ERASURE,
     ensure_topics,
 )
 from processors import outputs
-from processors.generations import group_id
 from projections.events import Event
 from projections.fold import FoldResult, fold_log
 from projections.policy import catalog_policy
@@ -97,7 +93,6 @@ from schemas.catalog import default_catalog
 from schemas.codec import decode
 from schemas.registry import FileSchemaRegistry
 from sinks.clickhouse import connect
-from sinks.projection_rows import PROJECTION_TABLES
 
 REPO = Path(__file__).resolve().parent.parent
 CATALOG = default_catalog()
@@ -608,21 +603,14 @@ def latest_by_key(settings: Settings, topic: str) -> dict[str, dict[str, Any]]:
 
 
 async def _members_async(settings: Settings) -> dict[str, frozenset[int]] | None:
-    raw = settings.topic(EVENTS_RAW)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        (response,) = await admin.describe_consumer_groups([group_id(settings, 1)])
-    finally:
-        await admin.close()
-    group = response.groups[0]
-    state, members = group[2], group[5]
-    if state != "Stable":
+    """The processors' members and their events.raw partitions, when every partition
+    is owned; None otherwise."""
+    members = await group_members(
+        settings.kafka_bootstrap, processors_group(settings), settings.topic(EVENTS_RAW)
+    )
+    if members is None:
         return None
-    owned: dict[str, frozenset[int]] = {}
-    for member in members:  # (member_id, client_id, client_host, metadata, assignment)
-        assignment = ConsumerProtocolMemberAssignment.decode(member[-1])
-        owned[member[0]] = frozenset(p for t, ps in assignment.assignment if t == raw for p in ps)
+    owned = {member.member_id: member.partitions for member in members}
     every = set(range(settings.topic_partitions))
     if not all(owned.values()) or set().union(*owned.values()) != every:
         return None
@@ -638,37 +626,9 @@ def _members(settings: Settings) -> dict[str, frozenset[int]] | None:
         return None
 
 
-async def _lag(settings: Settings) -> dict[str, int]:
-    """Records not yet committed by the processors' group (events.raw) and by the
-    sink's group (every topic it stores)."""
-    sink_topics = [
-        settings.topic(t) for t in (EVENTS_CLEAN, EVENTS_DERIVED, EVENTS_INVALID, REQUESTS_ERASURE)
-    ] + [settings.topic(t) for t in PROJECTION_TABLES]
-    groups = {
-        "processors": (group_id(settings, 1), [settings.topic(EVENTS_RAW)]),
-        "sink": (settings.topic("learnstream-sink"), sink_topics),
-    }
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await consumer.start()
-    await admin.start()
-    try:
-        lag = {}
-        for name, (group, topics) in groups.items():
-            tps = [TopicPartition(t, p) for t in topics for p in range(settings.topic_partitions)]
-            ends = await consumer.end_offsets(tps)
-            committed = await admin.list_consumer_group_offsets(group, partitions=tps)
-            at = {tp: meta.offset for tp, meta in committed.items() if meta.offset >= 0}
-            lag[name] = sum(max(0, end - at.get(tp, 0)) for tp, end in ends.items())
-        return lag
-    finally:
-        await consumer.stop()
-        await admin.close()
-
-
 def lag(settings: Settings) -> dict[str, int] | None:
     try:
-        return asyncio.run(asyncio.wait_for(_lag(settings), 30))
+        return asyncio.run(asyncio.wait_for(pipeline_lag(settings), 30))
     except Exception:
         return None
 

@@ -6,6 +6,7 @@ launches them; the test talks to them only over HTTP and Kafka.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import time
@@ -19,6 +20,7 @@ import pytest
 
 from devstack.services import ServiceGroup, http_ok
 from learnstream.cli import main as cli
+from learnstream.groups import pipeline_lag
 from learnstream.settings import Settings
 from learnstream.topics import (
     EVENTS_DERIVED,
@@ -57,6 +59,16 @@ def _wait_until(check: Any, timeout_s: float, what: str, group: ServiceGroup) ->
             return result
         time.sleep(0.3)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def _wait_drained(settings: Settings, group: ServiceGroup) -> None:
+    """Every record on the pipeline's topics is processed and stored: shown by the
+    consumer groups' commits reaching the end offsets, not by sleeping."""
+
+    def drained() -> bool:
+        return asyncio.run(pipeline_lag(settings)) == {"processors": 0, "sink": 0}
+
+    _wait_until(drained, ARRIVAL_TIMEOUT_S, "the pipeline to drain", group)
 
 
 @pytest.fixture
@@ -127,7 +139,7 @@ def test_events_flow_from_http_to_clickhouse_and_xp_projection(
         "events in ClickHouse",
         pipeline,
     )
-    time.sleep(1.0)  # give a wrongly repeated insert the chance to show up
+    _wait_drained(settings, pipeline)  # a wrongly repeated insert would be stored by now
     rows = _query(settings, PER_EVENT_COUNTS)
     assert rows == [[event_id, 1] for event_id in accepted_ids]
     assert _query(settings, f"SELECT count() FROM events WHERE {ACCEPTED}") == [[3]]
@@ -387,7 +399,7 @@ def test_an_erased_learner_is_gone_everywhere_and_stays_gone(
 
     progress = _wait_until(ada_again, ARRIVAL_TIMEOUT_S, "ada's fresh progress", pipeline)
     assert progress["events_applied"] == 1  # only the fresh lesson: nothing came back
-    time.sleep(2.0)
+    _wait_drained(settings, pipeline)  # the late copy was decided and anything it made stored
     ids = _query(
         settings,
         "SELECT toString(event_id) FROM events "

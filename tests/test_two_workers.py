@@ -20,11 +20,11 @@ from typing import IO, Any, NamedTuple
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.errors import KafkaError
 
 from bench import workload
 from devstack.services import ServiceGroup, free_port
+from learnstream.groups import group_members, processors_group
 from learnstream.settings import Settings
 from learnstream.topics import EVENTS_CLEAN, EVENTS_DERIVED, EVENTS_RAW, PROJECTIONS_XP
 from processors.generations import group_id
@@ -103,21 +103,14 @@ async def _committed_and_ends(settings: Settings) -> tuple[dict[int, int], dict[
 async def _owners(settings: Settings) -> dict[str, set[int]] | None:
     """Each member of the group (by client id: the worker's label) and its events.raw
     partitions; None while the group is not Stable (rebalancing)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        (response,) = await admin.describe_consumer_groups([group_id(settings, 1)])
-    finally:
-        await admin.close()
-    group = response.groups[0]
-    state, members = group[2], group[5]
-    if state != "Stable":
+    members = await group_members(
+        settings.kafka_bootstrap, processors_group(settings), settings.topic(EVENTS_RAW)
+    )
+    if members is None:
         return None
-    raw = settings.topic(EVENTS_RAW)
     owned: dict[str, set[int]] = defaultdict(set)
-    for member in members:  # (member_id, client_id, client_host, metadata, assignment)
-        assignment = ConsumerProtocolMemberAssignment.decode(member[-1])
-        owned[member[1]] |= {p for topic, ps in assignment.assignment if topic == raw for p in ps}
+    for member in members:
+        owned[member.client_id] |= member.partitions
     if len(owned) < len(members):
         owned[f"{len(members)} members, {len(owned)} client ids"] = set()  # never "split"
     return dict(owned)

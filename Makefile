@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck unit kafka-up kafka-down bench clean help openapi
+.PHONY: run test lint typecheck unit kafka-up kafka-down bench clean help openapi dashboard
 
 help:
 	@echo "make run    - start Kafka, collector, processors and sink (Ctrl-C stops all)"
@@ -20,7 +20,16 @@ $(STAMP): pyproject.toml devstack/system-deps.sh
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-run: $(STAMP)
+# the dashboard page the read API serves at /dashboard/: node packages from the lock
+# file, then esbuild bundles Chart.js into dashboard/dist (built, not committed)
+DASHBOARD_NPM := dashboard/node_modules/.package-lock.json
+$(DASHBOARD_NPM): dashboard/package-lock.json $(STAMP)
+	cd dashboard && npm ci --no-audit --no-fund --loglevel=error
+dashboard/dist/index.html: $(DASHBOARD_NPM) dashboard/build.mjs $(wildcard dashboard/src/*)
+	cd dashboard && npm run --silent build
+dashboard: dashboard/dist/index.html
+
+run: $(STAMP) dashboard
 	$(PY) -m devstack run
 
 lint: $(STAMP)
@@ -31,7 +40,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 # pytest exits 5 when it collected nothing: a broken suite, never a pass.
-test: lint typecheck
+test: lint typecheck dashboard
 	@$(VENV)/bin/pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
 

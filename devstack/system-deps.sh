@@ -14,14 +14,18 @@ java_ok() {
 missing=()
 java_ok || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
+# the dashboard and the browser SDK are built with npm; their tests run in headless
+# Chromium (Debian's: tests/test_browser_sdk.py drives /usr/bin/chromium)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-  echo "installing ${missing[*]} (needed to run Apache Kafka locally)..."
+  echo "installing ${missing[*]} (needed to run Apache Kafka locally and test the dashboard)..."
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   exit 0
 fi
-echo "learnstream needs: ${missing[*]} (a Java 17+ runtime and Maven run the local Kafka)." >&2
+echo "learnstream needs: ${missing[*]} (Java 17+ and Maven run the local Kafka; chromium runs the browser tests)." >&2
 echo "Install them with your package manager, then run the command again." >&2
 exit 1

@@ -185,10 +185,10 @@ ASSUMED: dict[str, Assumption] = {
     ),
     "measured_cores": Assumption(2, "cores of the benchmark machine", "BENCHMARKS.md"),
     "clickhouse_tables_per_insert_round": Assumption(
-        5,
-        "tables a sink worker inserts into each batch",
-        "events and the four projection tables (dead letters are rare); one insert per "
-        "table per `LEARNSTREAM_SINK_BATCH_MAX_WAIT_S` = 1 s, the default",
+        10,
+        "inserts a sink worker makes per second",
+        "events and the four projection tables (dead letters are rare), one insert per "
+        "table per `LEARNSTREAM_SINK_BATCH_MAX_WAIT_S` = 0.5 s, the default: two a second",
     ),
     "dedup_window_hours": Assumption(
         24, "dedup window, hours", "`LEARNSTREAM_DEDUP_WINDOW_HOURS` default (seed 004)"

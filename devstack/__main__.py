@@ -3,6 +3,9 @@
 run            Kafka + collector + processors + sink in the foreground; Ctrl-C stops all
 kafka start    start (or reuse) the local broker and provision topics
 kafka stop     stop the local broker
+
+LEARNSTREAM_DEVSTACK_BROKERS=3 makes "the local broker" a three-broker KRaft cluster
+(devstack.cluster) on ports kafka_port..kafka_port+5, topics replicated 3 ways.
 """
 
 from __future__ import annotations
@@ -10,12 +13,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 import threading
 import time
 
 from devstack import kafka
+from devstack.cluster import KafkaCluster
 from devstack.services import EX_TEMPFAIL, RestartBudget, ServiceGroup
 from learnstream.logs import configure_logging
 from learnstream.settings import Settings
@@ -32,11 +37,53 @@ def kafka_paths(settings: Settings) -> kafka.KafkaPaths:
     )
 
 
+def kafka_cluster(settings: Settings) -> KafkaCluster:
+    return KafkaCluster.from_base_port(
+        settings.devstack_home.resolve(),
+        (settings.data_dir / "kafka-cluster").resolve(),
+        settings.kafka_port,
+    )
+
+
+def stack_settings(settings: Settings) -> Settings:
+    """The settings the services run with: with three brokers, a bootstrap naming all
+    three (any one may be down) and topics replicated 3 ways unless set otherwise."""
+    if settings.devstack_brokers == 1:
+        return settings
+    cluster = kafka_cluster(settings)
+    update: dict[str, object] = {"kafka_bootstrap": cluster.bootstrap}
+    if "topic_replication" not in settings.model_fields_set:
+        update["topic_replication"] = cluster.replication
+    return settings.model_copy(update=update)
+
+
 def start_kafka(settings: Settings) -> bool:
-    port = settings.kafka_port
-    _, started = kafka.start(kafka_paths(settings), port, port + 1)
-    asyncio.run(ensure_topics(settings))
+    """Start (or reuse) the broker or cluster and provision topics; True if started now."""
+    if settings.devstack_brokers == 1:
+        port = settings.kafka_port
+        _, started = kafka.start(kafka_paths(settings), port, port + 1)
+    else:
+        started = kafka_cluster(settings).start()
+    asyncio.run(ensure_topics(stack_settings(settings)))
     return started
+
+
+def stop_kafka(settings: Settings) -> None:
+    if settings.devstack_brokers == 1:
+        kafka.stop(kafka_paths(settings))
+    else:
+        kafka_cluster(settings).stop()
+
+
+def service_env(settings: Settings) -> dict[str, str]:
+    """What the services need beyond the environment they inherit: where the cluster is."""
+    if settings.devstack_brokers == 1:
+        return {}
+    stack = stack_settings(settings)
+    return {
+        "LEARNSTREAM_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
+        "LEARNSTREAM_TOPIC_REPLICATION": str(stack.topic_replication),
+    }
 
 
 def banner(settings: Settings) -> str:
@@ -44,7 +91,7 @@ def banner(settings: Settings) -> str:
 learnstream is up.
   collector  {settings.collector_url}/v1/events   (OpenAPI: {settings.collector_url}/docs)
   queries    {settings.query_url}/v1/query?sql=...
-  kafka      {settings.kafka_bootstrap}
+  kafka      {stack_settings(settings).kafka_bootstrap}
 
 Try (README.md, "Try it", has a curl that posts an event):
   .venv/bin/learnstream query "SELECT event_type, count() FROM events GROUP BY event_type"
@@ -99,7 +146,9 @@ def supervise(group: ServiceGroup, budget: RestartBudget, stop: threading.Event)
 
 def run(settings: Settings) -> int:
     started_kafka = start_kafka(settings)
-    group = ServiceGroup(env={})
+    # one collector process per core, as in production (the tests start one)
+    env = {"LEARNSTREAM_COLLECTOR_WORKERS": os.environ.get("LEARNSTREAM_COLLECTOR_WORKERS", "auto")}
+    group = ServiceGroup(env={**env, **service_env(settings)})
     stop_requested = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop_requested.set())
@@ -113,7 +162,7 @@ def run(settings: Settings) -> int:
         group.stop_all()
         if started_kafka:
             log.info("stopping Kafka...")
-            kafka.stop(kafka_paths(settings))
+            stop_kafka(settings)
     return code
 
 
@@ -136,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.action == "start":
             start_kafka(settings)
         elif args.action == "stop":
-            kafka.stop(kafka_paths(settings))
+            stop_kafka(settings)
         else:
             kafka.fetch(kafka_paths(settings))
     except kafka.DevstackError as exc:

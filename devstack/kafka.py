@@ -1,8 +1,10 @@
 """A real Apache Kafka broker on loopback, fetched from Maven Central and run on Java.
 
-One combined broker+controller in KRaft mode, data on disk. Everything is idempotent:
-the jars are fetched once (Maven caches them in ~/.m2 as well), storage is formatted
-once, and ``start`` reuses a broker that is already running from the same folder.
+One combined broker+controller in KRaft mode, data on disk; or, with a ``Quorum``, one
+node of a cluster of such nodes (devstack.cluster starts three). Everything is
+idempotent: the jars are fetched once (Maven caches them in ~/.m2 as well), storage is
+formatted once, and ``start`` reuses a broker that is already running from the same
+folder.
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
+
+from learnstream.topics import min_insync_replicas
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +62,52 @@ class KafkaPaths:
     @property
     def log_dirs(self) -> Path:
         return self.data / "logs"
+
+
+@dataclass(frozen=True)
+class Quorum:
+    """Where a node stands: alone (the default), or one voter of a controller quorum on
+    loopback, Kafka's own topics then replicated to every voter."""
+
+    node_id: int = 1
+    voters: tuple[tuple[int, int], ...] = ()  # (node id, controller port) of every voter
+    cluster_id: str | None = None  # every node of one cluster is formatted with the same
+
+    @property
+    def replication(self) -> int:
+        return max(1, len(self.voters))
+
+    def quorum_lines(self, controller_port: int) -> list[str]:
+        if not self.voters:
+            return [f"controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}"]
+        voters = ",".join(f"{node}@127.0.0.1:{port}" for node, port in self.voters)
+        return [f"controller.quorum.voters={voters}"]
+
+    def replication_lines(self) -> list[str]:
+        """Kafka's own topics (consumer offsets, transactions) as durable as ours: with
+        replication 3, a write needs 2 copies, so one broker may be down."""
+        factor = self.replication
+        isr = min_insync_replicas(factor)
+        return [
+            f"default.replication.factor={factor}",
+            f"min.insync.replicas={isr}",
+            f"offsets.topic.replication.factor={factor}",
+            f"transaction.state.log.replication.factor={factor}",
+            f"transaction.state.log.min.isr={isr}",
+            f"share.coordinator.state.topic.replication.factor={factor}",
+            f"share.coordinator.state.topic.min.isr={isr}",
+        ]
+
+    def session_lines(self) -> list[str]:
+        if not self.voters:
+            # One node is broker and controller in one process: fencing it for a late
+            # heartbeat (default after 9 s, e.g. when tests starve 2 cores) only takes
+            # every partition's leader away. Clients then see NotLeaderForPartition.
+            return ["broker.session.timeout.ms=30000"]
+        # In a cluster a crashed broker's partitions move only once the controller fences
+        # it: Kafka's default 9 s keeps the writes that wait for it short, and heartbeats
+        # every 1.5 s (not 2) give a broker that a busy machine delays six chances first.
+        return ["broker.session.timeout.ms=9000", "broker.heartbeat.interval.ms=1500"]
 
 
 def _require_tool(name: str, hint: str) -> str:
@@ -109,12 +160,14 @@ def fetch(paths: KafkaPaths) -> Path:
     return paths.libs
 
 
-def _server_properties(paths: KafkaPaths, port: int, controller_port: int) -> str:
+def _server_properties(
+    paths: KafkaPaths, port: int, controller_port: int, quorum: Quorum = Quorum()
+) -> str:
     return "\n".join(
         [
             "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}",
+            f"node.id={quorum.node_id}",
+            *quorum.quorum_lines(controller_port),
             f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
             f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
             "controller.listener.names=CONTROLLER",
@@ -125,18 +178,11 @@ def _server_properties(paths: KafkaPaths, port: int, controller_port: int) -> st
             # topic with the wrong partition count breaks co-partitioning silently.
             "auto.create.topics.enable=false",
             "num.partitions=3",
-            "offsets.topic.replication.factor=1",
             "offsets.topic.num.partitions=3",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "share.coordinator.state.topic.replication.factor=1",
-            "share.coordinator.state.topic.min.isr=1",
+            *quorum.replication_lines(),
             "group.initial.rebalance.delay.ms=0",
             "log.cleaner.backoff.ms=1000",
-            # One node is broker and controller in one process: fencing it for a late
-            # heartbeat (default after 9 s, e.g. when tests starve 2 cores) only takes
-            # every partition's leader away. Clients then see NotLeaderForPartition.
-            "broker.session.timeout.ms=30000",
+            *quorum.session_lines(),
             "",
         ]
     )
@@ -146,12 +192,16 @@ def _classpath(paths: KafkaPaths) -> str:
     return str(paths.libs / "*")
 
 
-def format_storage(paths: KafkaPaths, port: int, controller_port: int) -> None:
+def format_storage(
+    paths: KafkaPaths, port: int, controller_port: int, quorum: Quorum = Quorum()
+) -> None:
     paths.data.mkdir(parents=True, exist_ok=True)
-    paths.config_file.write_text(_server_properties(paths, port, controller_port))
+    paths.config_file.write_text(_server_properties(paths, port, controller_port, quorum))
     if (paths.log_dirs / "meta.properties").exists():
         return
     java = check_java()
+    # a lone node bootstraps its quorum by itself; a cluster's voters are in its config
+    standalone = [] if quorum.voters else ["--standalone"]
     result = subprocess.run(
         [
             java,
@@ -160,10 +210,10 @@ def format_storage(paths: KafkaPaths, port: int, controller_port: int) -> None:
             "kafka.tools.StorageTool",
             "format",
             "-t",
-            uuid.uuid4().hex[:22],
+            quorum.cluster_id or uuid.uuid4().hex[:22],
             "-c",
             str(paths.config_file),
-            "--standalone",
+            *standalone,
         ],
         capture_output=True,
         text=True,
@@ -233,18 +283,39 @@ def wait_ready(paths: KafkaPaths, port: int, timeout_s: float = 90.0) -> None:
 
 
 def start(
-    paths: KafkaPaths, port: int, controller_port: int, heap: str = "512m"
+    paths: KafkaPaths,
+    port: int,
+    controller_port: int,
+    heap: str = "512m",
+    quorum: Quorum = Quorum(),
+    jvm_flags: Sequence[str] = (),
 ) -> tuple[int, bool]:
     """Start (or reuse) the broker; returns (pid, started_now)."""
+    pid, started = launch(paths, port, controller_port, heap, quorum, jvm_flags)
+    wait_ready(paths, port)
+    if started:
+        log.info("Kafka %s ready on 127.0.0.1:%d (pid %d)", "broker", port, pid)
+    return pid, started
+
+
+def launch(
+    paths: KafkaPaths,
+    port: int,
+    controller_port: int,
+    heap: str = "512m",
+    quorum: Quorum = Quorum(),
+    jvm_flags: Sequence[str] = (),
+) -> tuple[int, bool]:
+    """Start the broker's process (or find it running) without waiting for it to be
+    ready: a cluster's nodes are ready only once a majority of its voters runs."""
     existing = running_pid(paths)
     if existing is not None:
-        wait_ready(paths, port)
         return existing, False
     if _port_open(port):
         raise DevstackError(f"port {port} is taken by another process; set another Kafka port")
     java = check_java()
     fetch(paths)
-    format_storage(paths, port, controller_port)
+    format_storage(paths, port, controller_port, quorum)
     log4j = paths.home / "log4j2.yaml"
     log4j.write_bytes(resources.files("devstack").joinpath("log4j2.yaml").read_bytes())
     with paths.log_file.open("ab") as log_out:
@@ -254,6 +325,7 @@ def start(
                 f"-Xmx{heap}",
                 f"-Xms{heap}",
                 "-XX:+UseG1GC",
+                *jvm_flags,
                 f"-Dlog4j2.configurationFile={log4j}",
                 "-cp",
                 _classpath(paths),
@@ -266,8 +338,6 @@ def start(
             start_new_session=True,  # Ctrl-C in the terminal reaches us, we stop it cleanly
         )
     paths.pid_file.write_text(str(process.pid))
-    wait_ready(paths, port)
-    log.info("Kafka %s ready on 127.0.0.1:%d (pid %d)", "broker", port, process.pid)
     return process.pid, True
 
 

@@ -60,6 +60,24 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
 )
 
 
+def min_insync_replicas(replication: int) -> int:
+    """Copies a write needs before it is acknowledged (the collector's acks=all): a
+    majority from replication 3 up, so an acknowledged write survives the loss of any
+    one broker, and with one of 3 brokers down writes still succeed. Below 3, Kafka's
+    default of 1: with 2 copies, requiring both would refuse every write while either
+    broker is down."""
+    return replication // 2 + 1 if replication >= 3 else 1
+
+
+def topic_config(spec: TopicSpec, replication: int) -> dict[str, str]:
+    """The configuration a topic is created with: its own plus, when replicated 3 or more
+    ways, the ``min.insync.replicas`` that makes acks=all mean a majority of copies."""
+    config = dict(spec.config)
+    if replication >= 3:
+        config["min.insync.replicas"] = str(min_insync_replicas(replication))
+    return config
+
+
 async def _started_admin(settings: Settings, wait_s: float) -> AIOKafkaAdminClient:
     """An admin client on the broker, waiting for it up to ``wait_s``: a service started
     while Kafka is down (or restarting) waits for it rather than exiting at once. Each
@@ -111,7 +129,7 @@ async def ensure_topics(
                 settings.topic(spec.name),
                 settings.topic_partitions,
                 settings.topic_replication,
-                topic_configs=dict(spec.config),
+                topic_configs=topic_config(spec, settings.topic_replication),
             )
             for spec in TOPIC_SPECS
             if settings.topic(spec.name) not in existing
@@ -120,7 +138,7 @@ async def ensure_topics(
                 spec.name,
                 settings.topic_partitions,
                 settings.topic_replication,
-                topic_configs=dict(spec.config),
+                topic_configs=topic_config(spec, settings.topic_replication),
             )
             for spec in extra
             if spec.name not in existing

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from learnstream.topics import (
 )
 from schemas.catalog import default_catalog
 from schemas.registry import registry_for
+from schemas.registry_api import SCHEMA_REGISTRY_PATH, registry_router_for
 from sinks.clickhouse import connect, migrate
 from sinks.event_sink import EventSink
 from sinks.metrics import SinkMetrics, serve_metrics
@@ -31,6 +33,7 @@ from sinks.projection_rows import PROJECTION_TABLES, projection_route
 from sinks.query_api import create_query_app
 from sinks.read_sessions import ReadSessions
 from sinks.routes import Route, event_route, invalid_route
+from sinks.rows import UuidsAsText
 from sinks.writer import ClickHouseWriter
 
 log = logging.getLogger(__name__)
@@ -47,7 +50,7 @@ class _EmbeddedServer(uvicorn.Server):
 def sink_routes(settings: Settings) -> dict[str, Route]:
     """Every topic the sink stores, and its table."""
     registry = registry_for(settings.schema_registry_url)
-    events = event_route(default_catalog(), registry)
+    events = event_route(default_catalog(), UuidsAsText(registry))
     routes = {
         settings.topic(EVENTS_CLEAN): events,
         settings.topic(EVENTS_DERIVED): events,
@@ -107,6 +110,9 @@ async def serve(settings: Settings) -> None:
                 settings.reader_token_secret,
                 request_erasure,
                 unready_reason=sink.unready_reason,
+                schema_registry=registry_router_for(
+                    settings.topic, settings.schema_registry_url, SCHEMA_REGISTRY_PATH
+                ),
             ),
             host=settings.query_host,
             port=settings.query_port,
@@ -127,6 +133,11 @@ async def serve(settings: Settings) -> None:
         settings.query_url,
     )
     lag = asyncio.create_task(metrics.track_lag(sink.consumer))  # runs until cancelled
+    # What start-up built (catalog, schemas, app, clients) lives as long as the process:
+    # out of the collector's sight, each collection walks only the batches' objects
+    # (issue 14: +40-50 % rows/s).
+    gc.collect()
+    gc.freeze()
     try:
         async with asyncio.TaskGroup() as group:  # one failing stops the other
             group.create_task(sink.run())

@@ -16,14 +16,16 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 Month = tuple[int, int]
 _NO_MONTH = datetime(1970, 1, 1)  # a split plan's rows are already in their month
 
 
-@dataclass(frozen=True)
-class PendingRow:
+class PendingRow(NamedTuple):
+    """One record's row, waiting to be planned. A tuple: one is built per record, and
+    a frozen dataclass costs a ``object.__setattr__`` call per field to build."""
+
     offset: int
     timestamp: datetime
     row: list[Any]

@@ -15,6 +15,13 @@ rows is split in halves until the refused rows are found; they go to
 written under a token and key of its own source offset, so writing it again after a
 crash changes nothing (see sinks.failures for how the two kinds are told apart).
 
+A batch is decoded while the batch before it is being stored (chdb releases the GIL
+while ClickHouse works), and stored only once that one is stored and committed: the
+high-water marks, the "already stored?" lookup and the commits all see batches in
+order. Rows stored but not committed when the sink (re)starts are where an insert may
+have landed in ``events`` without its materialized views' parts (a SIGKILL between
+the two): their view rows are recomputed from ``events`` (sinks.writer.recompute_views).
+
 What it inserts, skips, dead-letters, retries and commits is told to a
 ``SinkObserver`` (sinks.metrics turns that into Prometheus metrics).
 """
@@ -22,16 +29,18 @@ What it inserts, skips, dead-letters, retries and commits is told to a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from learnstream.erasure import ErasureRequest
 from sinks.batching import PendingRow, PlannedInsert, halves, plan_inserts
@@ -40,7 +49,7 @@ from sinks.failures import Fault, fault_of
 from sinks.metrics import Operation, SinkObserver
 from sinks.routes import Route
 from sinks.rows import INVALID_COLUMNS, to_json
-from sinks.writer import ClickHouseWriter
+from sinks.writer import VIEWS_FED_BY, ClickHouseWriter
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +73,10 @@ class DeadLetter:
     def token(self) -> str:
         return f"dead-letter/{self.topic}/{self.partition}/{self.offset}"
 
+    @property
+    def source(self) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition)
+
     def row(self) -> list[Any]:
         errors = [{"field": "(record)", "message": self.error[:4000]}]
         return [
@@ -78,6 +91,16 @@ class DeadLetter:
             self.offset,
             self.token,  # its letter_id: one per source record
         ]
+
+
+@dataclass
+class Prepared:
+    """A batch as fetched, and its records already turned into rows (or dead letters)."""
+
+    batch: dict[TopicPartition, list[Any]]
+    rows: dict[TopicPartition, list[PendingRow]]
+    dead: list[DeadLetter]  # records whose row could not be built
+    owned: set[TopicPartition] = field(default_factory=set)  # still ours when stored
 
 
 @dataclass(frozen=True)
@@ -135,6 +158,7 @@ class EventSink:
         self.erasures_applied = 0
         self.dead_lettered = 0
         self.letters_skipped = 0  # dead letters already stored, refused and sent again
+        self.views_repaired = 0  # partitions whose view rows were recomputed at start
         self._failures_in_a_row = 0
         self._last_failure = ""
 
@@ -174,12 +198,33 @@ class EventSink:
 
     async def _stored_up_to(self, tp: TopicPartition) -> int | None:
         if tp not in self._stored:
-            self._stored[tp] = await self._writer.stored_high_water(
-                self._routes[tp.topic].table, tp.topic, tp.partition
-            )
-            if self._stored[tp] is not None:
-                log.info("%s: ClickHouse holds up to offset %d", tp, self._stored[tp])
+            table = self._routes[tp.topic].table
+            stored = await self._writer.stored_high_water(table, tp.topic, tp.partition)
+            if stored is not None:
+                log.info("%s: ClickHouse holds up to offset %d", tp, stored)
+                await self._repair_views(tp, table, stored)
+            self._stored[tp] = stored
         return self._stored[tp]
+
+    async def _repair_views(self, tp: TopicPartition, table: str, stored: int) -> None:
+        """Rows stored but not committed in Kafka: the sink stopped between an insert and
+        its commit, maybe (SIGKILL) between the insert's part of the table and its views'
+        parts. Skipping those rows as stored would leave the views short for good, so
+        their view rows are recomputed from the table (see recompute_views)."""
+        if not VIEWS_FED_BY.get(table):
+            return
+        committed = await self._consumer.committed(tp)
+        first = committed or 0
+        if first > stored:  # everything stored was committed: the usual start
+            return
+        log.warning(
+            "%s: offsets %d-%d were stored but not committed; recomputing their views",
+            tp,
+            first,
+            stored,
+        )
+        await self._writer.recompute_views(table, tp.topic, tp.partition, first)
+        self.views_repaired += 1
 
     def stop(self) -> None:
         self._stopping.set()
@@ -191,18 +236,55 @@ class EventSink:
         return f"{self._failures_in_a_row} attempts in a row failed: {self._last_failure}"
 
     async def run(self) -> None:
+        """Collect, prepare, store and commit batch after batch. A batch is collected
+        and decoded while the one before it is being stored (chdb works without the
+        GIL), but stored and committed strictly after it: every lookup of a batch sees
+        the rows of the batches before it, and offsets are committed in order."""
         if self._erasure_topic is not None:
             await self._erasures.load()
         await self._consumer.start()
+        storing: asyncio.Task[bool] | None = None
         try:
             while not self._stopping.is_set():
                 batch = await self._collect()
-                if batch and await self._store(batch):
-                    offsets = {tp: messages[-1].offset + 1 for tp, messages in batch.items()}
-                    await self._consumer.commit(offsets)
-                    self._observer.committed(offsets)
+                prepared = self._prepare(batch) if batch else None
+                if storing is not None:
+                    landed = await storing
+                    storing = None
+                    if not landed:
+                        break
+                if prepared is not None:
+                    storing = asyncio.create_task(self._store_and_commit(prepared))
+            if storing is not None:
+                await storing
+                storing = None
         finally:
+            if storing is not None:  # the loop failed: the batch in flight is abandoned
+                storing.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await storing
             await self._consumer.stop()
+
+    async def _store_and_commit(self, prepared: Prepared) -> bool:
+        """Store a prepared batch, then commit its offsets; False if asked to stop first."""
+        if not await self._store(prepared):
+            return False
+        held = self._consumer.assignment()  # a rebalance may have moved some meanwhile
+        offsets = {
+            tp: messages[-1].offset + 1
+            for tp, messages in prepared.batch.items()
+            if tp in prepared.owned and tp in held
+        }
+        if offsets:
+            try:
+                await self._consumer.commit(offsets)
+            except (IllegalStateError, CommitFailedError) as exc:
+                # the partitions moved while the rows were stored: the new owner skips
+                # them by the highest offset stored per partition (exactly-once holds)
+                log.info("not committing %s after a rebalance: %r", sorted(offsets), exc)
+                return True
+            self._observer.committed(offsets)
+        return True
 
     async def _collect(self) -> dict[TopicPartition, list[Any]]:
         """Gather up to max_rows, waiting at most max_wait_s after the first message."""
@@ -225,24 +307,50 @@ class EventSink:
                 return {}
         return dict(batch)
 
-    async def _store(self, batch: dict[TopicPartition, list[Any]]) -> bool:
+    def _prepare(self, batch: dict[TopicPartition, list[Any]]) -> Prepared:
+        """Decode every record into its row: the CPU part of a batch, which needs
+        nothing from ClickHouse. A record whose row cannot be built is a dead letter,
+        even at or below the high-water mark: its dead letter may not have been written
+        before a crash, and writing it again is harmless."""
+        rows: dict[TopicPartition, list[PendingRow]] = {}
+        dead: list[DeadLetter] = []
+        for tp, messages in batch.items():
+            if tp.topic == self._erasure_topic:
+                continue
+            to_row = self._routes[tp.topic].to_row
+            built = rows[tp] = []
+            for message in messages:
+                try:
+                    moment, row = to_row(message, tp.topic, tp.partition)
+                except Exception as exc:  # bytes that do not decode: its content, for good
+                    raw = bytes(message.value or b"").hex()
+                    dead.append(DeadLetter(tp.topic, tp.partition, message.offset, raw, repr(exc)))
+                    continue
+                built.append(PendingRow(message.offset, moment, row))
+        return Prepared(batch, rows, dead)
+
+    async def _store(self, prepared: Prepared) -> bool:
         """Insert every planned run; False if asked to stop before all landed.
 
         Erasures go first, so events of a learner erased in this batch are dropped.
         Dead letters go last, after the rows before them landed (see DeadLetter)."""
+        # a partition lost to a rebalance since the batch was fetched is its new owner's
+        owned = self._consumer.assignment()
+        prepared.owned = {tp for tp in prepared.batch if tp in owned}
         dead: list[DeadLetter] = []
-        for tp, messages in batch.items():
-            if tp.topic != self._erasure_topic:
+        for tp, messages in prepared.batch.items():
+            if tp.topic != self._erasure_topic or tp not in prepared.owned:
                 continue
             for message in messages:
                 if not await self._apply_erasure(tp, message, dead):
                     return False
+        dead.extend(letter for letter in prepared.dead if letter.source in prepared.owned)
         by_table: dict[str, tuple[Route, dict[tuple[str, int], list[PendingRow]]]] = {}
-        for tp, messages in batch.items():
-            if tp.topic == self._erasure_topic:
+        for tp, built in prepared.rows.items():
+            if tp not in prepared.owned:
                 continue
             route = self._routes[tp.topic]
-            pending = await self._pending_rows(route, tp, messages, dead)
+            pending = await self._not_stored(tp, built)
             if route.unique_events:
                 pending = self._not_erased(route, pending)
             by_table.setdefault(route.table, (route, {}))[1][(tp.topic, tp.partition)] = pending
@@ -287,31 +395,20 @@ class EventSink:
             self.erasures_applied += 1
         return True
 
-    async def _pending_rows(
-        self, route: Route, tp: TopicPartition, messages: list[Any], dead: list[DeadLetter]
-    ) -> list[PendingRow]:
-        """The rows of records not stored yet; a record whose row cannot be built is a
-        dead letter, also at or below the high-water mark: its dead letter may not have
-        been written before a crash, and writing it again is harmless."""
+    async def _not_stored(self, tp: TopicPartition, built: list[PendingRow]) -> list[PendingRow]:
+        """The rows above the partition's high-water mark: not stored yet."""
         stored = await self._stored_up_to(tp)
-        pending = []
-        redelivered = 0
-        for message in messages:
-            try:
-                moment, row = route.to_row(message, tp.topic, tp.partition)
-            except Exception as exc:  # bytes that do not decode: its content, for good
-                raw = bytes(message.value or b"").hex()
-                dead.append(DeadLetter(tp.topic, tp.partition, message.offset, raw, repr(exc)))
-                continue
-            if stored is not None and message.offset <= stored:
-                redelivered += 1
-                continue
-            pending.append(PendingRow(message.offset, moment, row))
+        if stored is None:
+            return built
+        pending = [item for item in built if item.offset > stored]
+        redelivered = len(built) - len(pending)
         self.redelivered_skipped += redelivered
         self._observer.skipped("redelivered", redelivered)
         return pending
 
     def _not_erased(self, route: Route, pending: list[PendingRow]) -> list[PendingRow]:
+        if not self._erasures.erased_at_ms:  # the usual case: nobody to look up
+            return pending
         kept = []
         for item in pending:
             _, user, moment, _ = route.event_key(item.row)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import re
+import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 import orjson
+from fastavro import parse_schema
 
-from schemas.catalog import EventCatalog
+from schemas.catalog import EventCatalog, Schema
+from schemas.registry import SchemaRegistry
 
 EVENT_COLUMNS = (
     "event_id",
@@ -45,6 +50,49 @@ EVENT_COLUMNS = (
 )
 
 
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _text_uuids(schema: Any) -> Any:
+    """A copy of a (parsed) schema whose ``uuid`` strings are read as plain strings."""
+    if isinstance(schema, dict):
+        copied = {key: _text_uuids(value) for key, value in schema.items()}
+        if copied.get("logicalType") == "uuid":
+            del copied["logicalType"]
+        return copied
+    if isinstance(schema, list):
+        return [_text_uuids(item) for item in schema]
+    return copy.copy(schema)
+
+
+class UuidsAsText:
+    """The sink's view of a registry: the same schemas, with ``uuid`` fields read as
+    text. fastavro builds a ``uuid.UUID`` per id (a sixth of the decode) only for the
+    sink to turn it back into text; ``canonical_uuid`` checks the text instead."""
+
+    def __init__(self, registry: SchemaRegistry) -> None:
+        self._registry = registry
+        self._parsed: dict[int, Any] = {}
+
+    def id_for(self, subject: str, schema: Schema) -> int:
+        return self._registry.id_for(subject, schema)
+
+    def parsed_by_id(self, schema_id: int) -> Any:
+        parsed = self._parsed.get(schema_id)
+        if parsed is None:
+            original = self._registry.parsed_by_id(schema_id)
+            parsed = parse_schema(_text_uuids(original), _force=True)
+            self._parsed[schema_id] = parsed
+        return parsed
+
+
+def canonical_uuid(value: object) -> str:
+    """A UUID as ClickHouse prints it (lower case, dashed); ValueError if it is none."""
+    if isinstance(value, str) and _CANONICAL_UUID.fullmatch(value):
+        return value
+    return str(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
+
+
 def _default(obj: object) -> str:
     return obj.isoformat() if isinstance(obj, datetime) else str(obj)
 
@@ -73,7 +121,7 @@ def event_row(
     event_type = datum["event_type"]
     known = catalog.get(event_type)
     return [
-        datum["event_id"],
+        canonical_uuid(datum["event_id"]),
         event_type,
         known.category if known else "",
         datum["timestamp"],

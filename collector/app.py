@@ -7,17 +7,19 @@ with the reasons is published to the dead-letter topic before answering.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from collector import api_docs
 from collector.auth import USER_TOKEN_HEADER, Authenticator, AuthError, Caller, bind_to_caller
@@ -28,20 +30,33 @@ from collector.body import (
     gunzip_limited,
     is_gzipped,
     may_hold_surrogates,
-    parse_json,
+    parse_json_sound,
     read_limited,
     shape_problem,
 )
-from collector.enrichment import EnrichmentPolicy, Sender, enrich, partition_key
+from collector.cors import install_cors
+from collector.enrichment import (
+    EnrichmentPolicy,
+    Sender,
+    enrich,
+    parsed_user_agent,
+    partition_key,
+)
 from collector.metrics import CONTENT_TYPE, CollectorMetrics
 from collector.publisher import PublishUnavailable
 from learnstream.dead_letters import bounded_errors, dead_letter
 from learnstream.settings import Settings
 from learnstream.topics import EVENTS_INVALID, EVENTS_RAW
 from schemas.catalog import EventCatalog
-from schemas.codec import encode
+from schemas.codec import compiled_writer, encode
 from schemas.registry import SchemaRegistry
-from schemas.validation import Accepted, FieldError, parse_timestamp, validate_event
+from schemas.validation import (
+    Accepted,
+    FieldError,
+    compiled_validator,
+    parse_timestamp,
+    validate_event,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +73,9 @@ class Publisher(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     async def publish(self, topic: str, key: bytes | None, value: bytes) -> None: ...
+    async def publish_all(
+        self, topic: str, records: Sequence[tuple[bytes | None, bytes]]
+    ) -> None: ...
     async def is_ready(self) -> bool: ...
 
 
@@ -95,8 +113,61 @@ def _errors(errors: tuple[FieldError, ...] | list[FieldError]) -> list[dict[str,
     return [{"field": e.field, "message": e.message} for e in bounded_errors(errors)]
 
 
+class _Json(JSONResponse):
+    """JSON written by orjson, several times faster than the standard encoder Starlette
+    uses; the standard one still writes what orjson refuses (a lone surrogate)."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return orjson.dumps(content)
+        except (orjson.JSONEncodeError, TypeError):
+            return super().render(content)
+
+
+def _direct(endpoint: Callable[[Request], Awaitable[Response]]) -> ASGIApp:
+    """The endpoint as a bare ASGI app: the request goes straight to it, without the
+    per-request work FastAPI's handler does for parameters, dependencies and response
+    models, none of which the event endpoints use (they read the Request themselves).
+    Routing, middleware and the OpenAPI document are FastAPI's as before."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        response = await endpoint(Request(scope, receive, send))
+        await response(scope, receive, send)
+
+    return app
+
+
+class _CollectorApp(FastAPI):
+    """FastAPI, with the event endpoints reached directly while the app has no middleware
+    of its own: ten framework layers (error and exception middleware, telemetry, body
+    limit, exit stacks, routing) cost single-event posts 14 % of their CPU (py-spy,
+    BENCHMARKS.md) and do nothing for them. With middleware added (CORS, say) every
+    request takes the full stack again, so the middleware applies."""
+
+    direct_routes: dict[str, ASGIApp]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and not self.user_middleware:
+            direct = self.direct_routes.get(scope["path"])
+            if direct is not None:
+                scope["app"] = self
+                await direct(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+def _warm_up(catalog: EventCatalog) -> None:
+    """Build what the first events would otherwise build while their requests wait: the
+    user-agent parser (its rules take about a second to load) and each event type's
+    compiled validator and Avro writer."""
+    parsed_user_agent("Mozilla/5.0 (X11; Linux x86_64; rv:131.0) Gecko/20100101 Firefox/131.0")
+    for event_type in catalog.values():
+        compiled_validator(event_type.schema)
+        compiled_writer(event_type.parsed)
+
+
 def _unavailable(reason: str) -> JSONResponse:
-    return JSONResponse(
+    return _Json(
         {"error": "event store unavailable, retry later", "detail": reason},
         status_code=503,
         headers={"Retry-After": RETRY_AFTER_S},
@@ -123,18 +194,22 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # the user-agent rules and every event type's validator and writer are built on
+        # first use: build them now, not while the first requests wait
+        _warm_up(catalog)
         await publisher.start()
         try:
             yield
         finally:
             await publisher.stop()
 
-    app = FastAPI(
+    app = _CollectorApp(
         title="learnstream collector",
         version="1",
         description=api_docs.DESCRIPTION,
         lifespan=lifespan,
     )
+    install_cors(app, settings)  # browsers on other origins (LEARNSTREAM_CORS_ALLOWED_ORIGINS)
 
     async def reject(
         raw: str,
@@ -172,20 +247,21 @@ def create_app(
             check_media_type(headers.get("content-type"))
             if is_gzipped(headers.get("content-encoding")):
                 body = gunzip_limited(body, limit)
-            return JsonBody(parse_json(body), body, may_hold_surrogates(body))
+            value, sound = parse_json_sound(body)
+            return JsonBody(value, body, may_hold_surrogates(body), sound)
         except BodyError as refused:
             refused.raw = refused.raw or body
             raise
 
     def prepare(
         payload: Any,
-        check_text: bool,
+        body: JsonBody,
         received_at: datetime,
         caller: Caller,
         sender: Sender,
         batch_sent_at: str | None = None,
     ) -> _Record | _Refusal:
-        if (problem := shape_problem(payload, check_text=check_text)) is not None:
+        if not body.sound and (problem := shape_problem(payload, check_text=body.check_text)):
             return _Refusal(400, "malformed_json", (FieldError("(event)", problem),))
         if batch_sent_at is not None and isinstance(payload, dict) and "sent_at" not in payload:
             payload = {**payload, "sent_at": batch_sent_at}  # the event's own wins
@@ -207,9 +283,10 @@ def create_app(
         return _Record(datum["event_id"], partition_key(datum), value)
 
     async def publish_all(records: list[_Record], received_at: datetime) -> None:
-        # all in flight at once; any failure fails the request, and the client's retry
-        # of the whole batch is safe because processors drop repeated event_ids
-        await asyncio.gather(*(publisher.publish(raw_topic, r.key, r.value) for r in records))
+        # all in flight at once, answered after the last ack; any failure fails the
+        # request, and the client's retry of the whole batch is safe because processors
+        # drop repeated event_ids
+        await publisher.publish_all(raw_topic, [(r.key, r.value) for r in records])
         metrics.accepted.inc(len(records))
         metrics.publish_seconds.observe((clock() - received_at).total_seconds())
 
@@ -241,15 +318,15 @@ def create_app(
                 error = FieldError("Authorization", refused.message)
                 reason = "unauthenticated" if refused.status == 401 else "forbidden"
                 await reject(body.text if body else "", reason, (error,), received_at, key)
-                return JSONResponse({"errors": _errors((error,))}, status_code=refused.status)
+                return _Json({"errors": _errors((error,))}, status_code=refused.status)
             except BodyError as bad:
                 error = FieldError("(body)", bad.message)
                 raw = bad.raw.decode("utf-8", errors="replace")  # what was read of it
                 await reject(raw, bad.reason, (error,), received_at, key)
-                return JSONResponse({"errors": _errors((error,))}, status_code=bad.status)
+                return _Json({"errors": _errors((error,))}, status_code=bad.status)
             except _BadRequest as bad:
                 await reject(body.text if body else "", bad.reason, bad.errors, received_at, key)
-                return JSONResponse({"errors": _errors(bad.errors)}, status_code=bad.status)
+                return _Json({"errors": _errors(bad.errors)}, status_code=bad.status)
         except PublishUnavailable as exc:
             log.warning("publish failed: %s", exc)
             metrics.rejected.labels("unavailable").inc()
@@ -262,16 +339,14 @@ def create_app(
         async def handle(
             body: JsonBody, received_at: datetime, caller: Caller, sender: Sender
         ) -> JSONResponse:
-            prepared = prepare(body.value, body.check_text, received_at, caller, sender)
+            prepared = prepare(body.value, body, received_at, caller, sender)
             if isinstance(prepared, _Refusal):
                 await reject(
                     body.text, prepared.reason, prepared.errors, received_at, caller.key_id
                 )
-                return JSONResponse({"errors": _errors(prepared.errors)}, prepared.status)
+                return _Json({"errors": _errors(prepared.errors)}, prepared.status)
             await publish_all([prepared], received_at)
-            return JSONResponse(
-                {"status": "accepted", "event_id": prepared.event_id}, status_code=202
-            )
+            return _Json({"status": "accepted", "event_id": prepared.event_id}, status_code=202)
 
         return await answer(request, MAX_BODY_BYTES, handle)
 
@@ -287,7 +362,7 @@ def create_app(
             records: list[_Record] = []
             rejected: list[dict[str, Any]] = []
             for index, event in enumerate(events):
-                prepared = prepare(event, body.check_text, received_at, caller, sender, sent_at)
+                prepared = prepare(event, body, received_at, caller, sender, sent_at)
                 if isinstance(prepared, _Record):
                     records.append(prepared)
                     continue
@@ -308,9 +383,15 @@ def create_app(
                     event_id,
                 )
             await publish_all(records, received_at)
-            return JSONResponse({"accepted": len(records), "rejected": rejected}, status_code=202)
+            return _Json({"accepted": len(records), "rejected": rejected}, status_code=202)
 
         return await answer(request, MAX_BATCH_BODY_BYTES, handle)
+
+    app.direct_routes = {}
+    for route in app.routes:
+        if isinstance(route, APIRoute) and route.endpoint in (post_event, post_batch):
+            # with middleware, the route still skips FastAPI's per-request parameter work
+            route.app = app.direct_routes[route.path] = _direct(route.endpoint)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -319,8 +400,8 @@ def create_app(
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
         if await publisher.is_ready():
-            return JSONResponse({"status": "ready"})
-        return JSONResponse({"status": "kafka unreachable"}, status_code=503)
+            return _Json({"status": "ready"})
+        return _Json({"status": "kafka unreachable"}, status_code=503)
 
     @app.get("/metrics", response_class=Response)
     async def prometheus_metrics() -> Response:

@@ -21,6 +21,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from learnstream.refusal import Refusal
 
 MAX_JSON_DEPTH = 32
@@ -99,6 +101,7 @@ class JsonBody:
     value: Any
     raw: bytes
     check_text: bool
+    sound: bool = False  # no value in it can have a shape problem (see parse_json_sound)
 
     @functools.cached_property
     def text(self) -> str:
@@ -180,15 +183,77 @@ def shape_problem(
     return None
 
 
+# Whitespace between a key and its colon: the key count below needs every key to end in '":'
+_SPACED_COLON = re.compile(rb'"[ \t\r\n]+:')
+_INT64_LIMIT = float(2**63)
+
+
+def _keys_and_depth(value: Any) -> tuple[int, int] | None:
+    """How many keys the objects in a value parsed by orjson hold, all levels together,
+    and how deep its containers nest; None if a float is at least 2**63 in size: orjson
+    reads an integer beyond 64 bits as a float, where the standard parser keeps it whole
+    (and validation says it is too big). Level by level, with exact type checks (orjson
+    makes plain dicts and lists): 2.6x quicker than a stack of (value, depth) pairs."""
+    count = depth = 0
+    level: list[Any] = [[value]]  # in a list: a bare number is checked too
+    while level:
+        below: list[Any] = []
+        for item in level:
+            if type(item) is dict:
+                count += len(item)
+                item = item.values()
+            for child in item:
+                kind = type(child)
+                if kind is dict or kind is list:
+                    below.append(child)
+                elif kind is float and not -_INT64_LIMIT < child < _INT64_LIMIT:
+                    return None
+        if below:
+            depth += 1
+        level = below
+    return count, depth
+
+
+def _fast_parse(body: bytes) -> tuple[Any, bool] | None:
+    """The body parsed by orjson (several times faster) and whether its values need no
+    ``shape_problem`` check, or None when the standard parser must decide: for a
+    backslash (an escaped quote would upset the key count, and orjson refuses the whole
+    body for a surrogate escape, where the door refuses just its event), anything orjson
+    refuses (NaN, which the standard parser takes), and a key given twice. orjson keeps
+    the last of those, where the door refuses the event; with no escaped quote and no
+    space before a colon, every key ends in '":' and every other '":' is inside a
+    string, so as many '":' as parsed keys means no key came twice. With no key twice,
+    no escape and nothing nested too deep, no event in the body has a shape problem."""
+    if b"\\" in body or _SPACED_COLON.search(body) is not None:
+        return None
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    shape = _keys_and_depth(value)
+    if shape is None or shape[0] != body.count(b'":'):
+        return None
+    return value, shape[1] <= MAX_JSON_DEPTH
+
+
 def parse_json(body: bytes) -> Any:
     """The body as JSON, or a 400. Its shape is judged per event (``shape_problem``)."""
+    return parse_json_sound(body)[0]
+
+
+def parse_json_sound(body: bytes) -> tuple[Any, bool]:
+    """The body as JSON, or a 400; and True when no value in it can have a shape problem
+    (so ``shape_problem`` may be skipped), False when each event must be checked."""
+    fast = _fast_parse(body)
+    if fast is not None:
+        return fast
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         message = f"is not UTF-8: {exc.reason} at byte {exc.start}"
         raise BodyError(400, "malformed_json", message) from None
     try:
-        return json.loads(text, object_pairs_hook=_object_noting_duplicates)
+        return json.loads(text, object_pairs_hook=_object_noting_duplicates), False
     except RecursionError:  # far deeper than any event: the parser itself gives up
         raise BodyError(
             400, "malformed_json", f"is nested more than {MAX_JSON_DEPTH} levels deep"

@@ -26,8 +26,9 @@ Three rules let apps send what the seeds show them sending (issue 12):
 from __future__ import annotations
 
 import math
+import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -202,209 +203,387 @@ def _json_text(value: Any, path: str) -> str:
     return text
 
 
-class _Converter:
-    """Collects every error in the event rather than stopping at the first."""
+# A compiled node: (JSON value, its path, the event's error list) -> the Avro datum, or
+# _Invalid. Errors a record collects for its fields go to the list, so every error in
+# the event is reported rather than only the first.
+Node = Callable[[Any, str, list[FieldError]], Any]
 
-    def __init__(self) -> None:
-        self.errors: list[FieldError] = []
 
-    def field(self, spec: Schema, value: Any, path: str) -> Any:
-        try:
-            if spec.get("ls.json"):
-                datum: Any = None if value is None else _json_text(value, path)
-                if datum is None and "null" not in spec["type"]:
-                    raise _Invalid(path, "must not be null")
+def _string(value: Any, path: str, errors: list[FieldError]) -> Any:
+    if not isinstance(value, str):
+        raise _Invalid(path, f"must be a string, got {_type_name(value)}")
+    # every string, also inside maps and arrays; a field's ls.maxLength may be lower
+    if len(value) > DEFAULT_MAX_STRING:
+        raise _Invalid(path, f"is longer than {DEFAULT_MAX_STRING} characters")
+    return value
+
+
+def _boolean(value: Any, path: str, errors: list[FieldError]) -> Any:
+    if not isinstance(value, bool):
+        raise _Invalid(path, f"must be true or false, got {_type_name(value)}")
+    return value
+
+
+def _integer(low: int, high: int) -> Node:
+    def integer(value: Any, path: str, errors: list[FieldError]) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
             else:
-                if spec.get("ls.coerce") == "string":
-                    value = _id_text(value, path)
-                datum = self.value(spec["type"], value, path)
-            self._check_rules(spec, datum, path)
-            return datum
-        except _Invalid as invalid:
-            self.errors.append(invalid.error)
-            return None
+                raise _Invalid(path, f"must be an integer, got {_type_name(value)}")
+        if not low <= value <= high:
+            raise _Invalid(path, f"integer out of range [{low}, {high}]")
+        return value
 
-    def value(self, schema: Any, value: Any, path: str) -> Any:
-        if isinstance(schema, list):
-            return self._union(schema, value, path)
-        if isinstance(schema, str):
-            return self._primitive(schema, value, path)
-        kind = schema["type"]
-        logical = schema.get("logicalType")
-        if logical == "timestamp-millis":
-            return self._timestamp(value, path)
-        if logical == "uuid":
-            return self._uuid(value, path)
-        if kind == "record":
-            return self.record(schema, value, path)
-        if kind == "enum":
-            if value not in schema["symbols"]:
-                raise _Invalid(path, f"must be one of {schema['symbols']}, got {_shown(value)}")
-            return value
-        if kind == "array":
-            if not isinstance(value, list):
-                raise _Invalid(path, f"must be an array, got {_type_name(value)}")
-            if len(value) > DEFAULT_MAX_ITEMS:  # the field's own ls.maxItems may be lower
-                raise _Invalid(path, f"has more than {DEFAULT_MAX_ITEMS} items")
-            return [
-                self.value(schema["items"], item, f"{path}[{i}]") for i, item in enumerate(value)
-            ]
-        if kind == "map":
-            if not isinstance(value, dict):
-                raise _Invalid(path, f"must be an object, got {_type_name(value)}")
-            if len(value) > DEFAULT_MAX_ITEMS:
-                raise _Invalid(path, f"has more than {DEFAULT_MAX_ITEMS} entries")
-            for key in value:
-                if len(key) > MAX_MAP_KEY:
-                    message = f"key {_shown(key)} is longer than {MAX_MAP_KEY} characters"
-                    raise _Invalid(path, message)
-            return {k: self.value(schema["values"], v, f"{path}.{k}") for k, v in value.items()}
-        return self._primitive(kind, value, path)
+    return integer
 
-    def record(self, schema: Schema, value: Any, path: str) -> dict[str, Any]:
+
+def _number(single: bool) -> Node:
+    def number(value: Any, path: str, errors: list[FieldError]) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _Invalid(path, f"must be a number, got {_type_name(value)}")
+        try:  # JSON integers have no size limit: a 400-digit one overflows a double
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise _Invalid(path, "must be a finite number")
+        if single and abs(number) > _FLOAT32_MAX:
+            raise _Invalid(path, f"is outside a 32-bit float's range (±{_FLOAT32_MAX:.4g})")
+        return number
+
+    return number
+
+
+def _null(value: Any, path: str, errors: list[FieldError]) -> Any:
+    if value is not None:
+        raise _Invalid(path, f"must be null, got {_type_name(value)}")
+    return None
+
+
+_PRIMITIVES: dict[str, Node] = {
+    "string": _string,
+    "boolean": _boolean,
+    "int": _integer(*_INT32),
+    "long": _integer(*_INT64),
+    "float": _number(single=True),
+    "double": _number(single=False),
+    "null": _null,
+}
+
+
+def _primitive(kind: Any) -> Node:
+    found = _PRIMITIVES.get(kind) if isinstance(kind, str) else None
+    if found is not None:
+        return found
+
+    def refused(value: Any, path: str, errors: list[FieldError]) -> Any:
+        raise _Invalid(path, f"schema type {kind!r} is not accepted from JSON")
+
+    return refused
+
+
+def _timestamp(value: Any, path: str, errors: list[FieldError]) -> Any:
+    if not isinstance(value, str):
+        raise _Invalid(path, f"must be an ISO 8601 string, got {_type_name(value)}")
+    try:
+        return parse_timestamp(value)
+    except ValueError as exc:
+        raise _Invalid(path, f"is not a valid ISO 8601 timestamp: {exc}") from None
+
+
+# the form str(uuid.UUID(...)) gives: such a value is its own canonical text
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _uuid(value: Any, path: str, errors: list[FieldError]) -> Any:
+    if not isinstance(value, str):
+        raise _Invalid(path, f"must be a UUID string, got {_type_name(value)}")
+    if _CANONICAL_UUID.fullmatch(value):
+        return value
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise _Invalid(path, f"must be a UUID, got {_shown(value)}") from None
+
+
+def _compile(schema: Any, where: str | None) -> Node:
+    """The node for one schema. ``where`` is the node's path when it is the same for
+    every event (not inside an array or a map), so its fields' paths are built once."""
+    if isinstance(schema, list):
+        return _compile_union(schema, where)
+    if isinstance(schema, str):
+        return _primitive(schema)
+    kind = schema["type"]
+    logical = schema.get("logicalType")
+    if logical == "timestamp-millis":
+        return _timestamp
+    if logical == "uuid":
+        return _uuid
+    if kind == "record":
+        return _compile_record(schema, where)
+    if kind == "enum":
+        return _compile_enum(schema["symbols"])
+    if kind == "array":
+        return _compile_array(_compile(schema["items"], None))
+    if kind == "map":
+        return _compile_map(_compile(schema["values"], None))
+    return _primitive(kind)
+
+
+def _compile_enum(symbols: list[str]) -> Node:
+    def enum(value: Any, path: str, errors: list[FieldError]) -> Any:
+        if value not in symbols:
+            raise _Invalid(path, f"must be one of {symbols}, got {_shown(value)}")
+        return value
+
+    return enum
+
+
+def _compile_array(item: Node) -> Node:
+    def array(value: Any, path: str, errors: list[FieldError]) -> Any:
+        if not isinstance(value, list):
+            raise _Invalid(path, f"must be an array, got {_type_name(value)}")
+        if len(value) > DEFAULT_MAX_ITEMS:  # the field's own ls.maxItems may be lower
+            raise _Invalid(path, f"has more than {DEFAULT_MAX_ITEMS} items")
+        return [item(element, f"{path}[{i}]", errors) for i, element in enumerate(value)]
+
+    return array
+
+
+def _compile_map(item: Node) -> Node:
+    def map_(value: Any, path: str, errors: list[FieldError]) -> Any:
         if not isinstance(value, dict):
             raise _Invalid(path, f"must be an object, got {_type_name(value)}")
-        given = self._by_field(schema, value, path)
-        datum: dict[str, Any] = {}
-        for spec in schema["fields"]:
-            name, field_path = spec["name"], _join(path, spec["name"])
-            raw = given.get(name, _MISSING)
-            if raw is _TWICE:
-                continue  # already explained; "is required" would only confuse
-            if spec.get("ls.server_owned"):
-                if raw is not _MISSING:
-                    self.errors.append(
-                        FieldError(field_path, "is set by the server, not the client")
-                    )
-                datum[name] = spec.get("default")
-                continue
-            if raw is _MISSING:
-                if "default" in spec:
-                    datum[name] = spec["default"]
-                    continue
-                self.errors.append(FieldError(field_path, "is required"))
-                continue
-            datum[name] = self.field(spec, raw, field_path)
-        return datum
+        if len(value) > DEFAULT_MAX_ITEMS:
+            raise _Invalid(path, f"has more than {DEFAULT_MAX_ITEMS} entries")
+        for key in value:
+            if len(key) > MAX_MAP_KEY:
+                message = f"key {_shown(key)} is longer than {MAX_MAP_KEY} characters"
+                raise _Invalid(path, message)
+        return {k: item(v, f"{path}.{k}", errors) for k, v in value.items()}
 
-    def _by_field(self, schema: Schema, value: dict[str, Any], path: str) -> dict[str, Any]:
-        """The JSON object's values by field name, its keys read through the fields'
-        aliases. Unknown keys and a field given under two spellings are errors."""
-        spellings = _spellings(schema)
-        given: dict[str, Any] = {}
-        key_of: dict[str, str] = {}
-        unknown: list[str] = []
-        for key, raw in value.items():
-            name = spellings.get(key)
-            if name is None:
-                unknown.append(key)
-            elif name in key_of:
-                message = f"is given twice, as {key_of[name]!r} and {key!r}; send one"
-                self.errors.append(FieldError(_join(path, name), message))
-                given[name] = _TWICE
-            else:
-                key_of[name], given[name] = key, raw
-        for extra in sorted(unknown):
-            name = extra if len(extra) <= MAX_MAP_KEY else f"{extra[:MAX_MAP_KEY]}…"
-            self.errors.append(FieldError(_join(path, name), "unknown field"))
-        return given
+    return map_
 
-    def _union(self, branches: list[Any], value: Any, path: str) -> Any:
+
+def _compile_union(branches: list[Any], where: str | None) -> Node:
+    nullable = "null" in branches
+    non_null = [_compile(b, where) for b in branches if b != "null"]
+
+    if len(non_null) == 1:
+        (only,) = non_null
+
+        def optional(value: Any, path: str, errors: list[FieldError]) -> Any:
+            if value is None:
+                if nullable:
+                    return None
+                raise _Invalid(path, "must not be null")
+            return only(value, path, errors)
+
+        return optional
+
+    def union(value: Any, path: str, errors: list[FieldError]) -> Any:
         if value is None:
-            if "null" in branches:
+            if nullable:
                 return None
             raise _Invalid(path, "must not be null")
-        non_null = [b for b in branches if b != "null"]
-        if len(non_null) == 1:
-            return self.value(non_null[0], value, path)
         for branch in non_null:  # first branch that takes the value wins
-            probe = _Converter()
+            probe: list[FieldError] = []
             try:
-                datum = probe.value(branch, value, path)
+                datum = branch(value, path, probe)
             except _Invalid:
                 continue
-            if not probe.errors:
+            if not probe:
                 return datum
         raise _Invalid(path, f"does not match any of the allowed types, got {_type_name(value)}")
 
-    def _primitive(self, kind: str, value: Any, path: str) -> Any:
-        if kind == "string":
-            if not isinstance(value, str):
-                raise _Invalid(path, f"must be a string, got {_type_name(value)}")
-            # every string, also inside maps and arrays; a field's ls.maxLength may be lower
-            if len(value) > DEFAULT_MAX_STRING:
-                raise _Invalid(path, f"is longer than {DEFAULT_MAX_STRING} characters")
-            return value
-        if kind == "boolean":
-            if not isinstance(value, bool):
-                raise _Invalid(path, f"must be true or false, got {_type_name(value)}")
-            return value
-        if kind in ("int", "long"):
-            if isinstance(value, bool) or not isinstance(value, int):
-                if isinstance(value, float) and value.is_integer():
-                    value = int(value)
-                else:
-                    raise _Invalid(path, f"must be an integer, got {_type_name(value)}")
-            low, high = _INT32 if kind == "int" else _INT64
-            if not low <= value <= high:
-                raise _Invalid(path, f"integer out of range [{low}, {high}]")
-            return value
-        if kind in ("float", "double"):
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise _Invalid(path, f"must be a number, got {_type_name(value)}")
-            try:  # JSON integers have no size limit: a 400-digit one overflows a double
-                number = float(value)
-            except OverflowError:
-                number = math.inf
-            if not math.isfinite(number):
-                raise _Invalid(path, "must be a finite number")
-            if kind == "float" and abs(number) > _FLOAT32_MAX:
-                raise _Invalid(path, f"is outside a 32-bit float's range (±{_FLOAT32_MAX:.4g})")
-            return number
-        if kind == "null":
-            if value is not None:
-                raise _Invalid(path, f"must be null, got {_type_name(value)}")
-            return None
-        raise _Invalid(path, f"schema type {kind!r} is not accepted from JSON")
+    return union
 
-    def _timestamp(self, value: Any, path: str) -> datetime:
-        if not isinstance(value, str):
-            raise _Invalid(path, f"must be an ISO 8601 string, got {_type_name(value)}")
-        try:
-            return parse_timestamp(value)
-        except ValueError as exc:
-            raise _Invalid(path, f"is not a valid ISO 8601 timestamp: {exc}") from None
 
-    def _uuid(self, value: Any, path: str) -> str:
-        if not isinstance(value, str):
-            raise _Invalid(path, f"must be a UUID string, got {_type_name(value)}")
-        try:
-            return str(uuid.UUID(value))
-        except ValueError:
-            raise _Invalid(path, f"must be a UUID, got {_shown(value)}") from None
+_RULE_KEYS = ("ls.maxItems", "ls.enum", "ls.maxLength", "ls.minLength", "ls.minimum")
 
-    def _check_rules(self, spec: Schema, datum: Any, path: str) -> None:
+
+def _compile_rules(spec: Schema) -> Callable[[Any, str], None] | None:
+    """The ``ls.*`` rules written next to a field, or None when it has none: without
+    them the defaults add nothing to what the node itself checked (arrays of at most
+    DEFAULT_MAX_ITEMS, strings of at most DEFAULT_MAX_STRING)."""
+    if not spec.get("ls.json") and not any(k in spec for k in (*_RULE_KEYS, "ls.maximum")):
+        return None
+    most = spec.get("ls.maxItems", DEFAULT_MAX_ITEMS)
+    allowed = spec.get("ls.enum")
+    longest = spec.get(
+        "ls.maxLength", DEFAULT_MAX_JSON_TEXT if spec.get("ls.json") else DEFAULT_MAX_STRING
+    )
+    shortest = spec.get("ls.minLength", 0)
+    has_low, low = "ls.minimum" in spec, spec.get("ls.minimum", 0)
+    has_high, high = "ls.maximum" in spec, spec.get("ls.maximum", 0)
+
+    def rules(datum: Any, path: str) -> None:
         if datum is None:
             return
-        if isinstance(datum, list):
-            most = spec.get("ls.maxItems", DEFAULT_MAX_ITEMS)
-            if len(datum) > most:
-                raise _Invalid(path, f"has more than {most} items")
-        if "ls.enum" in spec and datum not in spec["ls.enum"]:
-            raise _Invalid(path, f"must be one of {spec['ls.enum']}, got {_shown(datum)}")
+        if isinstance(datum, list) and len(datum) > most:
+            raise _Invalid(path, f"has more than {most} items")
+        if allowed is not None and datum not in allowed:
+            raise _Invalid(path, f"must be one of {allowed}, got {_shown(datum)}")
         if isinstance(datum, str):
-            fallback = DEFAULT_MAX_JSON_TEXT if spec.get("ls.json") else DEFAULT_MAX_STRING
-            longest = spec.get("ls.maxLength", fallback)
             if len(datum) > longest:
                 raise _Invalid(path, f"is longer than {longest} characters")
-            shortest = spec.get("ls.minLength", 0)
             if len(datum) < shortest:
                 raise _Invalid(path, f"is shorter than {shortest} characters")
         if isinstance(datum, int | float) and not isinstance(datum, bool):
-            if "ls.minimum" in spec and datum < spec["ls.minimum"]:
-                raise _Invalid(path, f"must be >= {spec['ls.minimum']}, got {datum}")
-            if "ls.maximum" in spec and datum > spec["ls.maximum"]:
-                raise _Invalid(path, f"must be <= {spec['ls.maximum']}, got {datum}")
+            if has_low and datum < low:
+                raise _Invalid(path, f"must be >= {low}, got {datum}")
+            if has_high and datum > high:
+                raise _Invalid(path, f"must be <= {high}, got {datum}")
+
+    return rules
+
+
+def _compile_field(spec: Schema, where: str | None) -> Node:
+    """A field's value: converted, then its rules; a failure becomes the event's error
+    and the field's datum None, so the walk goes on to the other fields."""
+    rules = _compile_rules(spec)
+    if spec.get("ls.json"):
+        nullable = "null" in spec["type"]
+
+        def free_form(value: Any, path: str, errors: list[FieldError]) -> Any:
+            try:
+                datum = None if value is None else _json_text(value, path)
+                if datum is None and not nullable:
+                    raise _Invalid(path, "must not be null")
+                if rules is not None:
+                    rules(datum, path)
+                return datum
+            except _Invalid as invalid:
+                errors.append(invalid.error)
+                return None
+
+        return free_form
+
+    node = _compile(spec["type"], where)
+    coerce = spec.get("ls.coerce") == "string"
+    kind = spec["type"]
+    if isinstance(kind, list) and len(kind) == 2 and "null" in kind:
+        # the commonest field, ["null", <type>]: null is answered here, one call less
+        # per field (what ``optional`` and ``rules`` would do with it)
+        (other,) = [b for b in kind if b != "null"]
+        node = _compile(other, where)
+
+        def optional_field(value: Any, path: str, errors: list[FieldError]) -> Any:
+            if value is None:
+                return None
+            try:
+                if coerce:
+                    value = _id_text(value, path)
+                datum = node(value, path, errors)
+                if rules is not None:
+                    rules(datum, path)
+                return datum
+            except _Invalid as invalid:
+                errors.append(invalid.error)
+                return None
+
+        return optional_field
+
+    def field(value: Any, path: str, errors: list[FieldError]) -> Any:
+        try:
+            if coerce:
+                value = _id_text(value, path)
+            datum = node(value, path, errors)
+            if rules is not None:
+                rules(datum, path)
+            return datum
+        except _Invalid as invalid:
+            errors.append(invalid.error)
+            return None
+
+    return field
+
+
+# how a record fills a field: from the input, or always its default (server-owned)
+_FROM_INPUT, _SERVER_OWNED = 0, 1
+
+
+def _compile_record(schema: Schema, where: str | None) -> Node:
+    spellings = _spellings(schema)
+    own_names = frozenset(spec["name"] for spec in schema["fields"])
+    plan: list[tuple[str, str | None, int, bool, Any, Node | None]] = []
+    for spec in schema["fields"]:
+        name = spec["name"]
+        static_path = None if where is None else _join(where, name)
+        if spec.get("ls.server_owned"):
+            plan.append((name, static_path, _SERVER_OWNED, True, spec.get("default"), None))
+        else:
+            convert = _compile_field(spec, static_path)
+            plan.append(
+                (name, static_path, _FROM_INPUT, "default" in spec, spec.get("default"), convert)
+            )
+
+    def record(value: Any, path: str, errors: list[FieldError]) -> Any:
+        if not isinstance(value, dict):
+            raise _Invalid(path, f"must be an object, got {_type_name(value)}")
+        # keys that are all field names (the usual case) need no reading through aliases
+        given = value if own_names.issuperset(value) else _by_field(spellings, value, path, errors)
+        datum: dict[str, Any] = {}
+        for name, static_path, how, has_default, default, convert in plan:
+            raw = given.get(name, _MISSING)
+            if raw is _TWICE:
+                continue  # already explained; "is required" would only confuse
+            if how == _SERVER_OWNED:
+                if raw is not _MISSING:
+                    field_path = static_path or _join(path, name)
+                    errors.append(FieldError(field_path, "is set by the server, not the client"))
+                datum[name] = default
+                continue
+            if raw is _MISSING:
+                if has_default:
+                    datum[name] = default
+                    continue
+                errors.append(FieldError(static_path or _join(path, name), "is required"))
+                continue
+            assert convert is not None
+            datum[name] = convert(raw, static_path or _join(path, name), errors)
+        return datum
+
+    return record
+
+
+def _by_field(
+    spellings: dict[str, str], value: dict[str, Any], path: str, errors: list[FieldError]
+) -> dict[str, Any]:
+    """The JSON object's values by field name, its keys read through the fields'
+    aliases. Unknown keys and a field given under two spellings are errors."""
+    given: dict[str, Any] = {}
+    key_of: dict[str, str] = {}
+    unknown: list[str] = []
+    for key, raw in value.items():
+        name = spellings.get(key)
+        if name is None:
+            unknown.append(key)
+        elif name in key_of:
+            message = f"is given twice, as {key_of[name]!r} and {key!r}; send one"
+            errors.append(FieldError(_join(path, name), message))
+            given[name] = _TWICE
+        else:
+            key_of[name], given[name] = key, raw
+    for extra in sorted(unknown):
+        name = extra if len(extra) <= MAX_MAP_KEY else f"{extra[:MAX_MAP_KEY]}…"
+        errors.append(FieldError(_join(path, name), "unknown field"))
+    return given
+
+
+_COMPILED: dict[int, tuple[Schema, Node]] = {}
+
+
+def compiled_validator(schema: Schema) -> Node:
+    """The event type's validator, compiled on first use. Memoised by schema object
+    (held, so its id cannot be reused), as ``_spellings`` is."""
+    found = _COMPILED.get(id(schema))
+    if found is not None and found[0] is schema:
+        return found[1]
+    node = _compile_record(schema, "")
+    _COMPILED[id(schema)] = (schema, node)
+    return node
 
 
 def validate_event(
@@ -429,10 +608,10 @@ def validate_event(
             (FieldError("event_type", f"unknown event type {_shown(event_type_name)}"),)
         )
 
-    converter = _Converter()
-    datum = converter.record(event_type.schema, dict(payload), "")
+    errors: list[FieldError] = []
+    given = payload if isinstance(payload, dict) else dict(payload)
+    datum = compiled_validator(event_type.schema)(given, "", errors)
     datum["event_type"] = event_type.name  # the stored name, whichever name was sent
-    errors = converter.errors
     for required in event_type.requires:
         if datum.get(required) is None and not any(e.field == required for e in errors):
             errors.append(FieldError(required, f"is required for {event_type.name} events"))

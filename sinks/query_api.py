@@ -20,12 +20,14 @@ from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from clickhouse_connect.driver.exceptions import DatabaseError
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from learnstream.erasure import ErasureRequest
+from schemas.registry_api import SCHEMA_REGISTRY_PATH, file_registry_router
 from sinks.access import AccessError, Principal, Role, principal_from_token
 from sinks.analyst_sql import QueryRefused
+from sinks.dashboard_api import dashboard_router
 from sinks.learner_reads import MAX_OFFSET, MAX_PAGE, PERIOD_DAYS, LearnerReads, jsonable
 from sinks.read_sessions import Busy, ReadSessions
 from sinks.writer import ClickHouseWriter
@@ -63,12 +65,17 @@ def create_query_app(
     reader_token_secret: str | None = None,
     request_erasure: Callable[[ErasureRequest], Awaitable[None]] | None = None,
     unready_reason: Callable[[], str | None] | None = None,
+    schema_registry: APIRouter | None = None,
 ) -> FastAPI:
     """``writer`` writes the audit log; ``sessions`` run every read.
     ``request_erasure`` publishes an erasure request (on requests.erasure).
     ``unready_reason`` says why the sink cannot store events right now, if it cannot."""
     app = FastAPI(title="learnstream read API", version="1")
     reads = LearnerReads(sessions.learner, sessions.database, writer)
+    app.include_router(dashboard_router(sessions, _reader))  # /dashboard/, /v1/dashboard/*
+    # the schema files as a Confluent registry, for consumers (schemas.registry_api);
+    # the caller's router names the topics as deployed (with their prefix)
+    app.include_router(schema_registry or file_registry_router(prefix=SCHEMA_REGISTRY_PATH))
 
     app.state.reader_token_secret = reader_token_secret
 

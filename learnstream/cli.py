@@ -7,6 +7,9 @@
     learnstream row-policies --clickhouse-user U --role R ...    (ClickHouse row policies)
     learnstream export-user USER [--format json|csv]             (data-subject export)
     learnstream erase-user USER                                  (data-subject erasure)
+    learnstream redrive [--type T] [--since/--until] [--error-contains X] [--dry-run]
+                                                                 (dead letters, after a fix)
+    learnstream import FILE|- [--format jsonl|csv|parquet]       (historical events)
 
 Asks the running sink's query endpoint (it owns the embedded chdb while it runs);
 when no sink is running, opens the ClickHouse data directly.
@@ -20,13 +23,18 @@ import io
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from learnstream.settings import Settings
 from learnstream.startup import settings_or_exit
 from sinks import query_library
+
+if TYPE_CHECKING:  # imported when used: `learnstream query` need not load tqdm or pyarrow
+    from learnstream.importer import ImportOptions
 
 
 def _headers(settings: Settings) -> dict[str, str]:
@@ -98,6 +106,12 @@ def _direct(settings: Settings, sql: str) -> tuple[list[str], list[list[Any]]]:
         client.close()
 
 
+def run_sql(settings: Settings, sql: str) -> tuple[list[str], list[list[Any]]]:
+    """Through the running sink's read API, else (no sink running) on the data directly."""
+    found = _via_endpoint(settings, sql)
+    return found if found is not None else _direct(settings, sql)
+
+
 def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(
@@ -127,8 +141,7 @@ def _run_query(args: argparse.Namespace, library: dict[str, query_library.NamedQ
     elif args.param:
         raise SystemExit(f"--param is for named queries; {sql[:40]!r} is not one")
     settings = settings_or_exit("learnstream")
-    found = _via_endpoint(settings, sql)
-    columns, rows = found if found is not None else _direct(settings, sql)
+    columns, rows = run_sql(settings, sql)
     if args.plot is not None:
         from learnstream.plots import PlotError, plot_time_series
 
@@ -196,6 +209,110 @@ def _learner_request(args: argparse.Namespace) -> int:
     return 0
 
 
+def _moment(text: str) -> datetime:
+    """An ISO 8601 time or date for --since/--until; without an offset, UTC."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time or date: {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _batch_size(text: str) -> int:
+    """1 to 500: the collector takes at most 500 events a batch."""
+    if not text.isdigit() or not 1 <= int(text) <= 500:
+        raise argparse.ArgumentTypeError(f"must be 1 to 500, not {text!r}")
+    return int(text)
+
+
+def _rate(text: str) -> float:
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = 0.0
+    if not rate > 0:
+        raise argparse.ArgumentTypeError(f"must be a number of events per second, not {text!r}")
+    return rate
+
+
+def _progress(args: argparse.Namespace) -> bool | None:
+    return False if args.no_progress else None  # None: a bar when stderr is a terminal
+
+
+def _redrive(args: argparse.Namespace) -> int:
+    from learnstream.importer import BatchPoster, ImportFailed
+    from learnstream.redrive import Filters, Redrive
+    from schemas.catalog import default_catalog
+
+    settings = settings_or_exit("learnstream")
+    catalog = default_catalog()
+    types = set()
+    for name in args.type:
+        found = catalog.resolve(name)
+        if found is None:
+            raise SystemExit(f"--type {name!r}: no such event type")
+        types.add(found.name)
+    filters = Filters(frozenset(types), args.since, args.until, args.error_contains, args.key_id)
+    poster = None if args.dry_run else BatchPoster(settings.collector_url, args.write_key)
+    tolerance = timedelta(seconds=settings.clock_skew_tolerance_s)
+    try:
+        report = Redrive(lambda sql: run_sql(settings, sql), catalog, tolerance, poster).run(
+            filters, _progress(args)
+        )
+    except ImportFailed as exc:
+        raise SystemExit(f"redrive stopped: {exc}; running it again is safe") from None
+    except KeyboardInterrupt:
+        print("redrive interrupted; running it again is safe", file=sys.stderr)
+        return 130
+    finally:
+        if poster is not None:
+            poster.close()
+    print(json.dumps(report.as_json(), indent=2) if args.json else report.text())
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from learnstream import importer
+    from schemas.catalog import default_catalog
+
+    settings = settings_or_exit("learnstream")
+    source = args.source
+    if source == "-" and args.state is None:
+        raise SystemExit("importing standard input needs --state FILE to resume from")
+    try:
+        fmt = args.format or ("jsonl" if source == "-" else importer.detect_format(source))
+    except importer.ImportFailed as exc:
+        raise SystemExit(str(exc)) from None
+    # standard input's rejects go beside its state file, not into the working folder
+    base = source if source != "-" else str(args.state).removesuffix(".import-state")
+    options = importer.ImportOptions(
+        source=source,
+        fmt=fmt,
+        state_path=Path(args.state or f"{base}.import-state"),
+        rejects_path=Path(args.rejects or f"{base}.rejects.jsonl"),
+        batch_size=args.batch_size,
+        rate=args.rate,
+        progress=_progress(args),
+    )
+    poster = importer.BatchPoster(settings.collector_url, args.write_key)
+    tolerance = timedelta(seconds=settings.clock_skew_tolerance_s)
+    try:
+        state = importer.run_import(options, default_catalog(), poster, tolerance)
+    except (importer.ImportFailed, OSError) as exc:
+        raise SystemExit(f"import stopped: {exc}; {_resume_hint(options)}") from None
+    except KeyboardInterrupt:
+        print(f"import interrupted; {_resume_hint(options)}", file=sys.stderr)
+        return 130
+    finally:
+        poster.close()
+    print(importer.summary(state, options.rejects_path))
+    return 0
+
+
+def _resume_hint(options: ImportOptions) -> str:
+    return f"the same command resumes it ({options.state_path} holds where)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="learnstream",
@@ -232,7 +349,43 @@ def main(argv: list[str] | None = None) -> int:
         "erase-user", help="erase a learner everywhere (administrators; audited)"
     )
     erase.add_argument("user_id")
+    redrive = commands.add_parser(
+        "redrive",
+        help="send dead letters (events_invalid) back through validation, after a fix",
+        description="Dead letters the collector wrote, through today's validation and the "
+        "collector again. An event already stored is not sent; running twice stores once.",
+    )
+    redrive.add_argument("--type", action="append", default=[], help="event type; repeatable")
+    redrive.add_argument("--since", type=_moment, help="refused at or after (ISO 8601, UTC)")
+    redrive.add_argument("--until", type=_moment, help="refused before (ISO 8601, UTC)")
+    redrive.add_argument("--error-contains", help="text in the refusal's errors")
+    redrive.add_argument("--key-id", help="only letters that came with this write key's id")
+    redrive.add_argument("--dry-run", action="store_true", help="judge only, send nothing")
+    redrive.add_argument("--write-key", help="the write key to send with (when keys are set)")
+    redrive.add_argument("--json", action="store_true", help="the report as JSON")
+    redrive.add_argument("--no-progress", action="store_true")
+    imports = commands.add_parser(
+        "import",
+        help="historical events from JSONL, CSV or Parquet (gzipped too), resumable",
+        description="Events (the collector's JSON shape; CSV and Parquet columns may be "
+        "dotted, e.g. properties.score) through the collector in batches. Interrupted, "
+        "the same command resumes after the last batch the collector answered.",
+    )
+    imports.add_argument("source", metavar="FILE|-")
+    imports.add_argument("--format", choices=["jsonl", "csv", "parquet"])
+    imports.add_argument(
+        "--batch-size", type=_batch_size, default=500, help="events a request, 1..500"
+    )
+    imports.add_argument("--state", help="checkpoint file (default FILE.import-state)")
+    imports.add_argument("--rejects", help="rejected records (default FILE.rejects.jsonl)")
+    imports.add_argument("--write-key", help="the write key to send with (when keys are set)")
+    imports.add_argument("--rate", type=_rate, help="events per second at most")
+    imports.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    if args.command == "redrive":
+        return _redrive(args)
+    if args.command == "import":
+        return _import(args)
     if args.command in ("export-user", "erase-user"):
         return _learner_request(args)
     library = query_library.load()

@@ -19,13 +19,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import chaos, dedup_memory, latency, processors_bench, throughput
+from bench import chaos, collector_bench, dedup_memory, latency, processors_bench
 from bench import sink as sink_bench
-from bench.workload import events
 from devstack import kafka
 from devstack.services import ServiceGroup, free_port, http_ok
 from learnstream.settings import Settings
-from learnstream.topics import EVENTS_RAW, ensure_topics
+from learnstream.topics import ensure_topics
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -37,38 +36,6 @@ def _wait_for(check: Any, timeout_s: float, what: str) -> None:
             return
         time.sleep(0.2)
     raise SystemExit(f"bench: timed out waiting for {what}")
-
-
-def bench_collector(base: Settings, count: int, log: Any) -> list[tuple[str, dict[str, float]]]:
-    settings = base.model_copy(update={"topic_prefix": "bc.", "collector_port": free_port()})
-    asyncio.run(ensure_topics(settings))
-    group = ServiceGroup(env=settings.as_env(), out=log)
-    group.start("collector")
-    rows = []
-    try:
-        _wait_for(lambda: http_ok(f"{settings.collector_url}/readyz"), 60, "collector")
-        workload = events(count * 2, seed=2)
-        for round_ in range(2):  # interleaved, so drift on a noisy machine hits both
-            part = workload[round_ * count // 2 * 2 :][:count]
-            raw = asyncio.run(
-                throughput.raw_produce(settings.kafka_bootstrap, settings.topic(EVENTS_RAW), part)
-            )
-            ours = asyncio.run(throughput.collector_posts(settings.collector_url, part))
-            raw_batches = asyncio.run(
-                throughput.raw_produce_batches(
-                    settings.kafka_bootstrap, settings.topic(EVENTS_RAW), part
-                )
-            )
-            batches = asyncio.run(throughput.collector_batches(settings.collector_url, part))
-            rows += [
-                (f"raw aiokafka produce (round {round_ + 1})", raw),
-                (f"collector POST /v1/events (round {round_ + 1})", ours),
-                (f"raw aiokafka produce, 100 at once (round {round_ + 1})", raw_batches),
-                (f"collector POST /v1/events/batch of 100 (round {round_ + 1})", batches),
-            ]
-    finally:
-        group.stop_all()
-    return rows
 
 
 def bench_latency(
@@ -98,79 +65,32 @@ def bench_latency(
     return rows
 
 
-def bench_sink(
-    base: Settings, count: int, batch: int, rate: int, seconds: float, tmp: Path, log_path: Path
-) -> tuple[dict[str, float], dict[str, float]]:
-    """The sink beside raw inserts of the same rows; then 202-to-queryable latency."""
-    settings = base.model_copy(update={"topic_prefix": "bs."})
-    asyncio.run(ensure_topics(settings))
-    speed = sink_bench.throughput(settings, events(count, seed=4), tmp / "sink-chdb", batch)
-    settings = base.model_copy(
-        update={
-            "topic_prefix": "bq.",
-            "collector_port": free_port(),
-            "query_port": free_port(),
-            "data_dir": tmp / "sink-latency",
-        }
-    )
-    asyncio.run(ensure_topics(settings))
-    with log_path.open("a") as log:
-        group = ServiceGroup(env=settings.as_env(), out=log)
-        for name in ("collector", "processors", "sink"):
-            group.start(name)
-        try:
-            _wait_for(lambda: http_ok(f"{settings.collector_url}/readyz"), 60, "collector")
-            _wait_for(lambda: http_ok(f"{settings.query_url}/healthz"), 90, "sink")
-            _wait_for(
-                lambda: "Worker]: Ready" in log_path.read_text(errors="replace"),
-                90,
-                "processors to start",
-            )
-            delay = asyncio.run(sink_bench.ack_to_queryable(settings, rate, seconds))
-        finally:
-            group.stop_all()
-    return speed, delay
-
-
-def print_sink(speed: dict[str, float], delay: dict[str, float], seconds: float) -> None:
-    print(f"\n## Sink ({speed['rows']:.0f} events, same rows, same batches)\n")
-    print("| path | rows/s |\n|---|---|")
-    print(f"| raw clickhouse-connect insert of built rows | {speed['raw_rows_per_s']:.0f} |")
-    print(
-        f"| sink: consume, decode, dedup checks, insert, commit | {speed['sink_rows_per_s']:.0f} |"
-    )
-    print(f"\nsink / raw insert: {speed['sink_rows_per_s'] / speed['raw_rows_per_s']:.2f}")
-    print(f"\n## Collector 202 to queryable in ClickHouse ({seconds:.0f} s of load)\n")
-    print(
-        "| offered events/s | events | queryable within 60 s | p50 ms | p99 ms "
-        "| of which to events.clean: p50 ms | p99 ms |"
-    )
-    print("|---|---|---|---|---|---|---|")
-    print(
-        f"| {delay['offered_events_per_s']:.0f} | {delay['events']:.0f} | "
-        f"{delay['queryable']:.0f} | {delay['p50_ms']:.0f} | {delay['p99_ms']:.0f} | "
-        f"{delay['to_clean_p50_ms']:.0f} | {delay['to_clean_p99_ms']:.0f} |"
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["chaos"]:
         return chaos.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--collector-events", type=int, default=4000)
+    parser.add_argument("--collector-seconds", type=float, default=10.0, help="per measurement")
+    parser.add_argument("--collector-rounds", type=int, default=3)
+    parser.add_argument("--collector-workers", type=int, default=collector_bench.Options.workers)
     processors_bench.add_arguments(parser)
     parser.add_argument("--dedup-ids", type=int, default=1_000_000)
     parser.add_argument(
         "--only",
-        choices=["collector", "dedup", "latency", "processors", "sink"],
+        choices=["collector", "dedup", "latency", "processors", "sink", "sink-latency"],
         help="run just one of the benchmarks",
     )
     parser.add_argument("--latency-rates", default="200,1000", help="events/s, comma-separated")
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--sink-events", type=int, default=60000)
     parser.add_argument("--sink-batch", type=int, default=20000)
-    parser.add_argument("--sink-rate", type=int, default=200, help="events/s for 202-to-query")
+    parser.add_argument("--sink-rounds", type=int, default=sink_bench.Options.rounds)
+    parser.add_argument(
+        "--sink-rate", type=int, default=sink_bench.Options.rate, help="events/s for 202-to-query"
+    )
+    parser.add_argument(
+        "--sink-seconds", type=float, default=sink_bench.Options.seconds, help="of 202-to-query"
+    )
     args = parser.parse_args(argv)
     if args.only in (None, "dedup"):
         dedup = dedup_memory.measure(args.dedup_ids)
@@ -194,24 +114,29 @@ def main(argv: list[str] | None = None) -> int:
         )
         log_path = Path(tmp) / "services.log"
         rates = [int(r) for r in args.latency_rates.split(",")]
-        collector_rows: list[tuple[str, dict[str, float]]] = []
+        collector_results: collector_bench.Results | None = None
         processors: processors_bench.Results | None = None
         latency_rows: list[dict[str, float]] = []
-        sink_figures: tuple[dict[str, float], dict[str, float]] | None = None
+        sink_results: sink_bench.Results | None = None
         try:
-            if args.only in (None, "sink"):
-                sink_figures = bench_sink(
-                    base,
-                    args.sink_events,
-                    args.sink_batch,
-                    args.sink_rate,
-                    args.latency_seconds,
-                    Path(tmp),
-                    log_path,
+            if args.only in (None, "sink", "sink-latency"):
+                sink_options = sink_bench.Options(
+                    events=args.sink_events,
+                    batch=args.sink_batch,
+                    rounds=args.sink_rounds,
+                    rate=args.sink_rate,
+                    seconds=args.sink_seconds,
+                    throughput=args.only != "sink-latency",
                 )
+                sink_results = sink_bench.run(base, sink_options, Path(tmp), log_path)
             if args.only in (None, "collector"):
                 with log_path.open("a") as log:
-                    collector_rows = bench_collector(base, args.collector_events, log)
+                    options = collector_bench.Options(
+                        seconds=args.collector_seconds,
+                        rounds=args.collector_rounds,
+                        workers=args.collector_workers,
+                    )
+                    collector_results = collector_bench.run(base, options, log)
             if args.only in (None, "processors"):
                 processors = processors_bench.run(
                     base, processors_bench.sizes_from(args), Path(tmp)
@@ -220,25 +145,16 @@ def main(argv: list[str] | None = None) -> int:
                 latency_rows = bench_latency(base, rates, args.latency_seconds, log_path)
         finally:
             kafka.stop(paths)
-    if sink_figures is not None:
-        print_sink(*sink_figures, args.latency_seconds)
+    if sink_results is not None:
+        sink_bench.report(sink_results)
     if latency_rows:
         print_latency(latency_rows, args.latency_seconds)
     if processors is not None:
         processors_bench.report(processors)
-    if args.only in ("latency", "sink", "processors"):
+    if args.only in ("latency", "sink", "sink-latency", "processors"):
         return 0
-    print("\n## Collector (single posts 32 in flight; batches of 100, 4 in flight; acks=all)\n")
-    print("| path | events/s | p50 ms per request | p99 ms per request |\n|---|---|---|---|")
-    for name, row in collector_rows:
-        print(f"| {name} | {row['events_per_s']:.0f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} |")
-
-    def best(prefix: str) -> float:
-        return max(r["events_per_s"] for n, r in collector_rows if n.startswith(prefix))
-
-    single = best("collector POST /v1/events (") / best("raw aiokafka produce (")
-    batch = best("collector POST /v1/events/batch") / best("raw aiokafka produce, 100")
-    print(f"\nsingle posts / raw produce: {single:.2f}; batch posts / raw batches: {batch:.2f}")
+    if collector_results is not None:
+        collector_bench.report(collector_results)
     return 0
 
 

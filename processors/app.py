@@ -101,6 +101,13 @@ def log_tasks() -> None:
         log.warning("task %s: %s", task.get_name(), " -> ".join(chain) or "(not started)")
 
 
+def _recovery_remaining(app: faust.App) -> int:
+    """Changelog records the table recovery still has to read (0 when not recovering)."""
+    tables: Any = app.tables  # Faust's TableManager; its type does not name .recovery
+    remaining: int = tables.recovery.active_remaining_total()
+    return remaining
+
+
 def _inject_stall_once(
     app: faust.App, marker: Path | None, topic: str, partitions: set[int]
 ) -> None:
@@ -270,6 +277,7 @@ def create_app(
             make_probe,
             lambda: bool(app.in_recovery or app.rebalancing),
             on_offsets=metrics.offsets,
+            recovery_remaining=lambda: _recovery_remaining(app),
         ).start()
         # beside the worker, not in it: /readyz answers from what the watchdog last saw
         serve_health(settings.processors_health_port, watch, metrics)

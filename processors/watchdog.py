@@ -234,6 +234,7 @@ class WatchdogThread(threading.Thread):
         interval_s: float = 10.0,
         probe_timeout_s: float = 5.0,
         on_offsets: Callable[[dict[int, int], dict[int, int | None]], None] | None = None,
+        recovery_remaining: Callable[[], int] | None = None,
     ) -> None:
         super().__init__(name="stall-watchdog", daemon=True)
         self._watch = watch
@@ -242,6 +243,11 @@ class WatchdogThread(threading.Thread):
         self._interval_s = interval_s
         self._probe_timeout_s = probe_timeout_s
         self._on_offsets = on_offsets  # metrics: what each probe saw
+        # changelog records table recovery still has to read; a count that stays put
+        # while records remain is a recovery that hangs (faust-streaming #21, #74: seen
+        # in the two-worker tests as "No event received for active tp" for minutes)
+        self._recovery_remaining = recovery_remaining
+        self._recovery_seen: tuple[int, float] | None = None  # (remaining, since when)
         self._closing: set[asyncio.Future[None]] = set()  # abandoned probes being closed
 
     def run(self) -> None:
@@ -254,9 +260,11 @@ class WatchdogThread(threading.Thread):
             await asyncio.sleep(self._interval_s)
             now = time.monotonic()
             if self._is_recovering():
+                self._check_recovery_moves(now)
                 if self._watch.recovering(now):
                     continue
             else:
+                self._recovery_seen = None
                 self._watch.flowing()
             partitions = self._watch.partitions
             if not partitions:
@@ -299,6 +307,25 @@ class WatchdogThread(threading.Thread):
         waiting = self._watch.waiting(highwaters, committed, now, min_idle_s=self._interval_s)
         if waiting:
             log.info("watchdog: waiting, not yet a stall: %s", waiting)
+
+    def _check_recovery_moves(self, now: float) -> None:
+        """Exit for a restart when table recovery has records left to read and has read
+        none of them for the stall timeout; a long recovery that moves goes on."""
+        if self._recovery_remaining is None:
+            return
+        try:
+            remaining = self._recovery_remaining()
+        except RuntimeError:  # Faust's counters changed size while being read: next time
+            return
+        seen = self._recovery_seen
+        if remaining <= 0 or seen is None or seen[0] != remaining:
+            self._recovery_seen = (remaining, now)
+            return
+        if now - seen[1] >= self._watch.timeout_s:
+            self._exit(
+                f"table recovery read nothing for {now - seen[1]:.0f}s with {remaining} "
+                "changelog records left"
+            )
 
     @staticmethod
     def _exit(reason: str) -> NoReturn:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import pytest
@@ -17,7 +17,13 @@ from devstack.services import ServiceGroup, free_port
 from learnstream.settings import Settings
 from learnstream.topics import EVENTS_CLEAN
 from processors.health import serve_health
-from processors.watchdog import NotAdvancing, Stall, StallWatch, warn_not_advancing
+from processors.watchdog import (
+    NotAdvancing,
+    Stall,
+    StallWatch,
+    WatchdogThread,
+    warn_not_advancing,
+)
 from schemas.codec import decode
 from tests.crash_helpers import REGISTRY, produce_and_expect
 from tests.kafka_read import read_all
@@ -196,3 +202,40 @@ def test_a_health_port_in_use_is_logged_not_fatal(caplog: pytest.LogCaptureFixtu
     finally:
         first.shutdown()
         first.server_close()
+
+
+class _Exited(Exception):
+    pass
+
+
+class _Watchdog(WatchdogThread):
+    @staticmethod
+    def _exit(reason: str) -> NoReturn:
+        raise _Exited(reason)
+
+
+def test_a_table_recovery_that_reads_nothing_for_the_timeout_is_a_stall() -> None:
+    remaining = [500]
+    watchdog = _Watchdog(
+        StallWatch(timeout_s=30),
+        make_probe=lambda: None,  # type: ignore[arg-type,return-value]
+        is_recovering=lambda: True,
+        recovery_remaining=lambda: remaining[0],
+    )
+    watchdog._check_recovery_moves(now=0.0)
+    remaining[0] = 200  # reading: a long recovery that moves goes on
+    watchdog._check_recovery_moves(now=40.0)
+    watchdog._check_recovery_moves(now=69.0)
+    with pytest.raises(_Exited, match="read nothing for 30s with 200 changelog records left"):
+        watchdog._check_recovery_moves(now=70.0)
+
+
+def test_a_recovery_with_nothing_left_to_read_is_not_a_stall() -> None:
+    watchdog = _Watchdog(
+        StallWatch(timeout_s=30),
+        make_probe=lambda: None,  # type: ignore[arg-type,return-value]
+        is_recovering=lambda: True,
+        recovery_remaining=lambda: 0,
+    )
+    for now in (0.0, 40.0, 80.0):
+        watchdog._check_recovery_moves(now=now)

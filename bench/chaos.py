@@ -757,7 +757,9 @@ class Soak:
 
     def _inject_faults(self, end_at: float) -> None:
         kinds = list(self.options.kinds)
-        plan = self.rng.sample(kinds, len(kinds))  # every kind once first, in random order
+        # rounds of every kind once, each round in a random order: a long soak meets
+        # every kind about as often (issue 13 asks for >= 20 of each in 30 minutes)
+        plan = self.rng.sample(kinds, len(kinds))
         while True:
             remaining = end_at - time.monotonic()
             done = {f.kind for f in self.result.faults}
@@ -766,7 +768,9 @@ class Soak:
             if remaining < 15 and done >= set(kinds):  # no time for one more recovery
                 time.sleep(max(0.0, remaining))
                 return
-            kind = plan.pop(0) if plan else self.rng.choice(kinds)
+            if not plan:
+                plan = self.rng.sample(kinds, len(kinds))
+            kind = plan.pop(0)
             time.sleep(self.rng.uniform(*self.options.gap_s))
             self._inject(kind)
 
@@ -1355,6 +1359,11 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def _bounds(text: str) -> tuple[float, float]:
+    low, _, high = text.partition(",")
+    return float(low), float(high or low)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench chaos",
@@ -1370,6 +1379,12 @@ def main(argv: list[str] | None = None) -> int:
         "--faults",
         default=",".join(FAULT_KINDS),
         help=f"kinds to inject, comma-separated (default: all of {', '.join(FAULT_KINDS)})",
+    )
+    parser.add_argument(
+        "--gap",
+        type=_bounds,
+        default=Options.gap_s,
+        help="quiet seconds before each fault, MIN,MAX (default 3,10)",
     )
     parser.add_argument("--folder", type=Path, default=None, help="logs and data (kept)")
     args = parser.parse_args(argv)
@@ -1389,6 +1404,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             kinds=kinds,
             folder=args.folder,
+            gap_s=args.gap,
         )
     )
     print(table(result))

@@ -49,7 +49,14 @@ def changelog_topics(app_id: str) -> list[TopicSpec]:
     worker starts. A worker that creates it itself leads the first rebalance while its
     metadata is not out yet, and Faust's assignor then leaves it out of the assignment:
     the state would never move with its partitions."""
-    return [TopicSpec(changelog_topic_name(app_id), dict(COMPACTED))]
+    return [TopicSpec(changelog_topic_name(app_id), dict(CHANGELOG_CONFIG))]
+
+
+# Compaction never touches a log's active segment (1 GB or 7 days by default), so a
+# changelog read in full at every reassignment (the memory store) or first start grew with
+# the pipeline's age: the 30-minute soak's recoveries got slower as it went on. Rolling a
+# segment every 10 minutes lets compaction keep each key's latest value only.
+CHANGELOG_CONFIG = {**COMPACTED, "segment.ms": "600000", "min.cleanable.dirty.ratio": "0.1"}
 
 
 def changelog_topic_name(app_id: str) -> str:

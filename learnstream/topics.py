@@ -30,6 +30,15 @@ PROJECTIONS_USER_PROGRESS = "projections.user_progress"
 PROJECTIONS_TOPIC_MASTERY = "projections.topic_mastery"
 PROJECTIONS_MODE_PROGRESS = "projections.mode_progress"
 PROJECTIONS_BLIND_SPOTS = "projections.blind_spots"
+# unprefixed projection topic -> the schema file (schemas/avro) of its records: what the
+# processors write, and what the registry API serves as the topic's value subject
+PROJECTION_SCHEMAS = {
+    PROJECTIONS_XP: "projections/user_xp.avsc",
+    PROJECTIONS_USER_PROGRESS: "projections/user_progress.avsc",
+    PROJECTIONS_TOPIC_MASTERY: "projections/topic_mastery.avsc",
+    PROJECTIONS_MODE_PROGRESS: "projections/mode_progress.avsc",
+    PROJECTIONS_BLIND_SPOTS: "projections/blind_spots.avsc",
+}
 # Requests to erase a learner (data-subject rights), keyed by user_id like events.raw
 # so each lands in the partition holding that learner's state. Kept forever: it is
 # the audit trail, and a replay must erase again.

@@ -38,11 +38,7 @@ from learnstream.topics import (
     EVENTS_DERIVED,
     EVENTS_INVALID,
     EVENTS_RAW,
-    PROJECTIONS_BLIND_SPOTS,
-    PROJECTIONS_MODE_PROGRESS,
-    PROJECTIONS_TOPIC_MASTERY,
-    PROJECTIONS_USER_PROGRESS,
-    PROJECTIONS_XP,
+    PROJECTION_SCHEMAS,
     REQUESTS_ERASURE,
 )
 from processors import decide
@@ -64,15 +60,6 @@ from schemas.registry import SchemaRegistry
 from schemas.validation import FieldError
 
 log = logging.getLogger(__name__)
-
-# unprefixed projection topic -> the schema of its records
-PROJECTION_SCHEMAS = {
-    PROJECTIONS_XP: "projections/user_xp.avsc",
-    PROJECTIONS_USER_PROGRESS: "projections/user_progress.avsc",
-    PROJECTIONS_TOPIC_MASTERY: "projections/topic_mastery.avsc",
-    PROJECTIONS_MODE_PROGRESS: "projections/mode_progress.avsc",
-    PROJECTIONS_BLIND_SPOTS: "projections/blind_spots.avsc",
-}
 
 
 def _codec(registry: SchemaRegistry, schema_file: str) -> decide.Codec:

@@ -39,11 +39,7 @@ from learnstream.topics import (
     EVENTS_CLEAN,
     EVENTS_DERIVED,
     EVENTS_RAW,
-    PROJECTIONS_BLIND_SPOTS,
-    PROJECTIONS_MODE_PROGRESS,
-    PROJECTIONS_TOPIC_MASTERY,
-    PROJECTIONS_USER_PROGRESS,
-    PROJECTIONS_XP,
+    PROJECTION_SCHEMAS,
 )
 from schemas.catalog import EVENT_NAMESPACE, load_named_schema
 from schemas.registry import FileSchemaRegistry, fingerprint_id
@@ -55,15 +51,7 @@ SCHEMA_REGISTRY_PATH = "/schema-registry"
 # that the current schema reads every released one (schemas.evolution).
 COMPATIBILITY = "BACKWARD"
 EVENT_TOPICS = (EVENTS_RAW, EVENTS_CLEAN, EVENTS_DERIVED)
-# unprefixed projection topic -> its records' schema file (processors.app writes them;
-# a test keeps the two maps equal)
-PROJECTION_TOPIC_SCHEMAS = {
-    PROJECTIONS_XP: "projections/user_xp.avsc",
-    PROJECTIONS_USER_PROGRESS: "projections/user_progress.avsc",
-    PROJECTIONS_TOPIC_MASTERY: "projections/topic_mastery.avsc",
-    PROJECTIONS_MODE_PROGRESS: "projections/mode_progress.avsc",
-    PROJECTIONS_BLIND_SPOTS: "projections/blind_spots.avsc",
-}
+PROJECTION_TOPIC_SCHEMAS = PROJECTION_SCHEMAS  # learnstream.topics: one map for both
 _MAX_VERSION = 2**31 - 1
 
 

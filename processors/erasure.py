@@ -44,7 +44,9 @@ class Eraser:
         self._state.use_partition_of(event)
         writes = self._forget(user, request, partition)
         out = RecordBatches.of(self._app)
-        self._state.store(writes, {partition: event}, out)
+        # not whole: a learner with many pieces may not fit one record batch, and an
+        # erasure cut short by a crash is simply done again (never retried for ever)
+        self._state.store(writes, {partition: event}, out, whole=False)
         erasure: Erasure = writes[(ERASED, user)][0]
         for topic, keys in projection_keys(user, erasure.topics, erasure.modes).items():
             for key in keys:  # no value: compaction removes the key, the sink marks it deleted

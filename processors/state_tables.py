@@ -105,16 +105,23 @@ class StateTables:
         writes: dict[tuple[str, str], tuple[Any, int]],
         events_by_partition: dict[int, Any],
         out: RecordBatches,
+        whole: bool = True,
     ) -> None:
         """Write each (table, key) once: into ``out``, one whole record batch per
         partition (``WholeBatchTooLarge`` before anything is written if one would not
-        fit), then into the local store."""
+        fit), then into the local store. ``whole=False``: in as many record batches as
+        it takes, for writes that may land in part because repeating them is harmless
+        (an erasure's tombstones: its request is processed again after a crash)."""
         by_partition: dict[int, list[tuple[bytes, bytes | None]]] = defaultdict(list)
         for (table, key), (value, partition) in writes.items():
             raw_value = None if value is None else encode(value)
             by_partition[partition].append((_raw_key(table, key), raw_value))
         for partition, records in by_partition.items():
-            out.add_whole(self.changelog_topic, partition, records)
+            if whole:
+                out.add_whole(self.changelog_topic, partition, records)
+            else:
+                for raw_key, raw_value in records:
+                    out.add_to(self.changelog_topic, raw_key, raw_value, partition)
         data = self._table.data
         for partition, records in by_partition.items():
             self.use_partition_of(events_by_partition[partition])

@@ -151,6 +151,7 @@ class EventSink:
         self._stopping = asyncio.Event()
         # highest source offset ClickHouse holds, per partition we own (None: nothing)
         self._stored: dict[TopicPartition, int | None] = {}
+        self._generation = 0  # rebalances seen: a high-water read across one is stale
         self.rows_inserted = 0
         self.copies_skipped = 0  # events already stored, re-sent at a new offset
         self.redelivered_skipped = 0
@@ -192,39 +193,65 @@ class EventSink:
         return self._consumer
 
     def forget(self, partitions: set[TopicPartition]) -> None:
+        self._generation += 1
         for tp in partitions:
             self._stored.pop(tp, None)
         self._observer.rebalanced(partitions)
 
     async def _stored_up_to(self, tp: TopicPartition) -> int | None:
-        if tp not in self._stored:
-            table = self._routes[tp.topic].table
-            stored = await self._writer.stored_high_water(table, tp.topic, tp.partition)
-            if stored is not None:
-                log.info("%s: ClickHouse holds up to offset %d", tp, stored)
-                await self._repair_views(tp, table, stored)
-            self._stored[tp] = stored
+        while tp not in self._stored:
+            # the whole assignment at once: one high-water query and one view repair
+            # for all the partitions a (re)start or rebalance handed over
+            owned = {p for p in self._consumer.assignment() if p.topic in self._routes}
+            await self._load_high_waters(owned | {tp})
         return self._stored[tp]
 
-    async def _repair_views(self, tp: TopicPartition, table: str, stored: int) -> None:
+    async def _load_high_waters(self, partitions: set[TopicPartition]) -> None:
+        """Read what ClickHouse holds for each partition not known yet, per table, and
+        repair the views of whatever of it was stored but not committed."""
+        generation = self._generation
+        by_table: dict[str, list[TopicPartition]] = defaultdict(list)
+        for tp in partitions - self._stored.keys():
+            by_table[self._routes[tp.topic].table].append(tp)
+        for table, tps in by_table.items():
+            sources = [(tp.topic, tp.partition) for tp in sorted(tps)]
+            found = await self._writer.stored_high_waters(table, sources)
+            stored = {tp: found.get((tp.topic, tp.partition)) for tp in tps}
+            for tp, offset in sorted(stored.items()):
+                if offset is not None:
+                    log.info("%s: ClickHouse holds up to offset %d", tp, offset)
+            await self._repair_views(table, stored)
+            if self._generation != generation:
+                # a rebalance meanwhile: another owner may have stored more since the
+                # query, so nothing read before it is kept (the caller reads again)
+                return
+            self._stored.update(stored)
+
+    async def _repair_views(self, table: str, stored: dict[TopicPartition, int | None]) -> None:
         """Rows stored but not committed in Kafka: the sink stopped between an insert and
         its commit, maybe (SIGKILL) between the insert's part of the table and its views'
         parts. Skipping those rows as stored would leave the views short for good, so
-        their view rows are recomputed from the table (see recompute_views)."""
+        their view rows are recomputed from the table (see recompute_views): for all
+        such partitions at once, one statement per view."""
         if not VIEWS_FED_BY.get(table):
             return
-        committed = await self._consumer.committed(tp)
-        first = committed or 0
-        if first > stored:  # everything stored was committed: the usual start
-            return
-        log.warning(
-            "%s: offsets %d-%d were stored but not committed; recomputing their views",
-            tp,
-            first,
-            stored,
-        )
-        await self._writer.recompute_views(table, tp.topic, tp.partition, first)
-        self.views_repaired += 1
+        first_offsets: dict[tuple[str, int], int] = {}
+        for tp, offset in sorted(stored.items()):
+            if offset is None:
+                continue
+            first = await self._consumer.committed(tp) or 0
+            if first > offset:  # everything stored was committed: the usual start
+                continue
+            log.warning(
+                "%s: offsets %d-%d were stored but not committed; recomputing their views",
+                tp,
+                first,
+                offset,
+            )
+            first_offsets[(tp.topic, tp.partition)] = first
+        if first_offsets:
+            await self._writer.recompute_views(table, first_offsets)
+            self.views_repaired += len(first_offsets)
 
     def stop(self) -> None:
         self._stopping.set()

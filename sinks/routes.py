@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from schemas.catalog import EventCatalog
-from schemas.codec import decode
+from schemas.reader import decode
 from schemas.registry import SchemaRegistry
 from sinks.rows import EVENT_COLUMNS, INVALID_COLUMNS, event_row, invalid_row
 

@@ -113,17 +113,30 @@ def _drill_ids(scores: Any) -> list[str]:
     return [str(s["drill_id"]) for s in scores if isinstance(s, Mapping) and s.get("drill_id")]
 
 
+_CATEGORIES: dict[int, tuple[EventCatalog, dict[str, str]]] = {}
+
+
+def _categories(catalog: EventCatalog) -> dict[str, str]:
+    """Each event type's category, read once per catalogue: ``catalog.get`` goes through
+    ``Mapping.get`` and ``__getitem__`` (0.75 µs, a fifth of building a row)."""
+    found = _CATEGORIES.get(id(catalog))
+    if found is None or found[0] is not catalog:  # held, so its id cannot be reused
+        found = (catalog, {name: event_type.category for name, event_type in catalog.items()})
+        _CATEGORIES[id(catalog)] = found
+    return found[1]
+
+
 def event_row(
     catalog: EventCatalog, datum: Mapping[str, Any], topic: str, partition: int, offset: int
 ) -> list[Any]:
     properties = datum.get("properties") or {}
     device_info = datum.get("device_info") or {}
+    context = datum.get("context")
     event_type = datum["event_type"]
-    known = catalog.get(event_type)
     return [
         canonical_uuid(datum["event_id"]),
         event_type,
-        known.category if known else "",
+        _categories(catalog).get(event_type, ""),
         datum["timestamp"],
         datum.get("received_at") or datum["timestamp"],
         datum.get("sent_at"),
@@ -134,7 +147,7 @@ def event_row(
         datum.get("original_timestamp"),
         device_info.get("timezone") or "",
         properties.get("content_id") or "",
-        properties.get("course_id") or (datum.get("context") or {}).get("course_id") or "",
+        properties.get("course_id") or (context or {}).get("course_id") or "",
         properties.get("score"),
         properties.get("duration_seconds"),
         properties.get("is_correct"),
@@ -143,7 +156,7 @@ def event_row(
         _drill_ids(properties.get("scores")),
         _json(properties),
         _json(device_info),
-        _json(datum.get("context")),
+        _json(context),
         datum.get("privacy_level") or "standard",
         datum.get("retention_days") or 2555,
         datum.get("sample_rate", 1.0),

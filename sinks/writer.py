@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -91,26 +91,46 @@ class ClickHouseWriter:
         except Exception:
             return False
 
-    async def stored_high_water(self, table: str, topic: str, partition: int) -> int | None:
-        """Highest source offset already stored for a partition, if any."""
+    async def stored_high_waters(
+        self, table: str, sources: Sequence[tuple[str, int]]
+    ) -> dict[tuple[str, int], int]:
+        """Highest source offset already stored, per (topic, partition) of ``sources``
+        that has any: one query for a whole assignment (each reads all of ``table``'s
+        source columns, so one per partition cost a scan each)."""
+        if not sources:
+            return {}
 
-        def call() -> int | None:
+        def call() -> dict[tuple[str, int], int]:
             result = self.client.query(
-                f"SELECT maxOrNull(source_offset) FROM {self.database}.{table} "
-                "WHERE source_topic = {topic:String} AND source_partition = {partition:UInt32}",
-                parameters={"topic": topic, "partition": partition},
+                f"SELECT source_topic, source_partition, max(source_offset) "
+                f"FROM {self.database}.{table} "
+                "WHERE source_topic IN {topics:Array(String)} "
+                "AND source_partition IN {partitions:Array(UInt32)} "
+                "GROUP BY source_topic, source_partition",
+                parameters={
+                    "topics": sorted({topic for topic, _ in sources}),
+                    "partitions": sorted({partition for _, partition in sources}),
+                },
             )
-            value = result.result_rows[0][0]
-            return None if value is None else int(value)
+            wanted = set(sources)
+            return {
+                (str(topic), int(partition)): int(offset)
+                for topic, partition, offset in result.result_rows
+                if (str(topic), int(partition)) in wanted
+            }
 
         return await self.run(call)
 
     async def recompute_views(
-        self, table: str, topic: str, partition: int, first_offset: int
+        self, table: str, first_offsets: Mapping[tuple[str, int], int]
     ) -> None:
-        """Rebuild, from ``table`` itself, every view row whose key the rows of one source
-        partition from ``first_offset`` on touch: delete those keys' rows in each
-        view's target, then insert them again from the view's own query.
+        """Rebuild, from ``table`` itself, every view row whose key the rows of the given
+        source partitions touch, each from its first offset in ``first_offsets`` on:
+        delete those keys' rows in each view's target, then insert them again from the
+        view's own query. One DELETE and one INSERT per view for all the partitions:
+        each statement reads ``table`` whole (its sort key says nothing of sources) and
+        each DELETE is a mutation, so statements per partition cost 0.5 s a partition
+        (12-14 s for 24 partitions, against 0.2 s for these; BENCHMARKS.md, session 7).
 
         An insert writes its part of ``table`` and the views' parts one after the other,
         so a crash (SIGKILL) between them leaves the rows stored and the views short;
@@ -118,11 +138,27 @@ class ClickHouseWriter:
         rows it stored but did not commit in Kafka, which is where that can have
         happened. Recomputing is idempotent (a crash midway is repaired by the next
         start), and right whether the views' parts landed or not."""
+        if not first_offsets:
+            return
         db = self.database
-        params = {"topic": topic, "partition": partition, "first": first_offset}
+        sources = sorted(first_offsets)
+        params = {
+            "topics": sorted({topic for topic, _ in sources}),
+            "partitions": sorted({partition for _, partition in sources}),
+            "sources": [f"{topic}/{partition}" for topic, partition in sources],
+            "firsts": [first_offsets[source] for source in sources],
+        }
+        # a row is touched when its source is one of ours (position i > 0 in the list)
+        # and its offset is at or past that source's first offset
+        source_index = (
+            "indexOf({sources:Array(String)}, "
+            "concat(toString(source_topic), '/', toString(source_partition)))"
+        )
         touched = (
-            f"FROM {db}.{table} WHERE source_topic = {{topic:String}} "
-            "AND source_partition = {partition:UInt32} AND source_offset >= {first:UInt64}"
+            f"FROM {db}.{table} WHERE source_topic IN {{topics:Array(String)}} "
+            "AND source_partition IN {partitions:Array(UInt32)} "
+            f"AND {source_index} > 0 "
+            f"AND source_offset >= arrayElement({{firsts:Array(UInt64)}}, {source_index})"
         )
 
         def call() -> None:
@@ -186,6 +222,9 @@ class ClickHouseWriter:
         )
         if not ids:
             return set()
+        # the bounds from the datetimes, converted twice rather than 2 x 20 000 times
+        moments = [k[2] for k in keys]
+        lo, hi = _millis(min(moments)), _millis(max(moments))
 
         def call() -> set[str]:
             result = self.client.query(
@@ -198,8 +237,8 @@ class ClickHouseWriter:
                 parameters={
                     "orgs": sorted({k[0] for k in keys}),
                     "users": sorted({k[1] for k in keys}),
-                    "lo": min(_millis(k[2]) for k in keys),
-                    "hi": max(_millis(k[2]) for k in keys),
+                    "lo": lo,
+                    "hi": hi,
                     "ids": ids,
                 },
             )

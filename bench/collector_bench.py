@@ -335,7 +335,10 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("enrichment (collector/enrichment.py, ua-parser)", ("enrichment.py", "ua_parser")),
     ("JSON parse and shape check (collector/body.py)", ("collector/body.py", "orjson")),
     ("auth (collector/auth.py)", ("collector/auth.py",)),
-    ("publish: aiokafka producer", ("aiokafka/", "collector/publisher.py")),
+    (
+        "publish: aiokafka producer",
+        ("aiokafka/", "collector/publisher.py", "collector/partition_batches.py"),
+    ),
     ("metrics (prometheus_client)", ("prometheus_client/",)),
     ("rest of the request handler (collector/app.py)", ("collector/app.py",)),
     ("HTTP: uvicorn, starlette, fastapi", ("uvicorn/", "starlette/", "fastapi/", "httptools")),

@@ -79,7 +79,7 @@ class Publisher(Protocol):
     async def is_ready(self) -> bool: ...
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs 3x, per event
 class _Record:
     """An accepted event, encoded and ready for events.raw."""
 
@@ -191,6 +191,7 @@ def create_app(
     policy = EnrichmentPolicy(ip_handling=settings.client_ip)
     clock_skew_tolerance = timedelta(seconds=settings.clock_skew_tolerance_s)
     metrics = CollectorMetrics()
+    schema_ids: dict[str, int] = {}  # event type -> its schema's registry id
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -273,7 +274,11 @@ def create_app(
             return _Refusal(422, "invalid_event", outcome.errors)
         event_type = outcome.event_type
         datum = enrich(event_type, outcome.datum, received_at, sender, policy)
-        schema_id = registry.id_for(event_type.subject, event_type.schema)
+        schema_id = schema_ids.get(event_type.name)
+        if schema_id is None:  # once per event type: the registry's memo costs 1 µs a call
+            schema_id = schema_ids[event_type.name] = registry.id_for(
+                event_type.subject, event_type.schema
+            )
         value = encode(schema_id, event_type.parsed, datum)
         if len(value) > MAX_EVENT_BYTES:  # Kafka would refuse it, and every retry of it
             error = FieldError(

@@ -98,8 +98,8 @@ def _as_id(value: Any) -> Any:
 def bind_to_caller(caller: Caller, event: Any) -> Any | tuple[FieldError, ...]:
     """The event with the caller's organization (and learner) filled in, or why it may
     not be written by this caller. Non-objects pass through for validation to explain."""
-    if not isinstance(event, dict):
-        return event
+    if not isinstance(event, dict) or (caller.organization_id is None and caller.user_id is None):
+        return event  # nothing to bind: validation copies what it keeps anyway
     bound = dict(event)
     if caller.organization_id is not None:
         claimed = _as_id(event.get("organization_id"))

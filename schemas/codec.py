@@ -1,11 +1,14 @@
 """Avro binary in the Confluent framing: magic byte 0, 4-byte big-endian schema id, payload.
 
 ``encode`` writes with a writer compiled once per parsed schema (``compiled_writer``): one
-closure per schema node (a union field's branch is picked in its record's loop), so a
-datum costs about one call per value. fastavro pays, per datum, a type dispatch on every
-node and, for every ``["null", record]`` union, a full validation of the record before
-writing it; the compiled writer took an event of the seeds' mix from 25 to 12 µs of CPU
-(BENCHMARKS.md, collector, issue 14).
+closure per schema node, and each record as generated Python that writes its fields one
+after the other, the commonest types inline and a union's branch picked by
+``type(v) is`` (``_Compiler._generated``). fastavro pays, per datum, a type dispatch on
+every node and, for every ``["null", record]`` union, a full validation of the record
+before writing it; the closures took an event of the seeds' mix from 25 to 12 µs of CPU,
+the generated records to 7-9 (BENCHMARKS.md, collector, issue 14). ``reference_writer``
+builds the records as loops instead; tests/test_generated_paths.py holds the two to the
+same bytes.
 
 fastavro stays the reference: the compiled writer takes only what it can write exactly
 as fastavro does (every type the catalogue uses, checked strictly: a ``long`` is an
@@ -203,13 +206,114 @@ _LOGICAL: dict[tuple[str, str], Writer] = {
 }
 
 
+_STRING_LINES = [
+    "b = v.encode()",
+    "n = len(b)",
+    "if n < 64:",
+    "    out.append(n << 1)  # the zigzag varint of a small length: one byte",
+    "else:",
+    "    _varint(out, n)",
+    "out += b",
+]
+_VARINT_LINES = [
+    "n = (n << 1) ^ (n >> 63)",
+    "while n > 127:",
+    "    out.append((n & 127) | 128)",
+    "    n >>= 7",
+    "out.append(n)",
+]
+# A writer's inline form for generated records (``_Compiler._generated``): the Python
+# types it takes (all its type check is), a further bound on ``v``, the _Unsupported
+# label, and lines that write ``v`` once those hold. Each does what the writer does.
+_INLINE: dict[Writer, tuple[tuple[type, ...], str | None, str, list[str]]] = {
+    _write_string: ((str,), None, "string", _STRING_LINES),
+    _write_long: ((int,), "_LONG_MIN <= v <= _LONG_MAX", "long", ["n = v", *_VARINT_LINES]),
+    _write_int: ((int,), "_INT_MIN <= v <= _INT_MAX", "int", ["n = v", *_VARINT_LINES]),
+    _write_boolean: ((bool,), None, "boolean", ["out.append(1 if v else 0)"]),
+    _write_double: ((float, int), None, "double", ["out += _pack_double(v)"]),
+    _write_float: ((float, int), None, "float", ["out += _pack_float(v)"]),
+    _write_timestamp_millis: (
+        (),
+        None,
+        "timestamp",
+        [
+            "if type(v) is datetime and v.tzinfo is not None:",
+            "    delta = v - _EPOCH  # fastavro's arithmetic, to the same truncation",
+            "    n = (delta.days * 86400 + delta.seconds) * 1000 + int(delta.microseconds / 1000)",
+            *("    " + line for line in _VARINT_LINES),
+            "else:",
+            "    _write_long(out, v)",
+        ],
+    ),
+    _write_uuid: (
+        (),
+        None,
+        "uuid",
+        [
+            "if type(v) is str:",
+            *("    " + line for line in _STRING_LINES),
+            "else:",
+            "    _write_uuid(out, v)",
+        ],
+    ),
+}
+_INLINE_CONSTANTS: dict[str, Any] = {
+    "_Unsupported": _Unsupported,
+    "_ABSENT": _ABSENT,
+    "_varint": _varint,
+    "_write_long": _write_long,
+    "_write_uuid": _write_uuid,
+    "_LONG_MIN": _LONG_MIN,
+    "_LONG_MAX": _LONG_MAX,
+    "_INT_MIN": _INT_MIN,
+    "_INT_MAX": _INT_MAX,
+    "_EPOCH": _EPOCH,
+    "_pack_double": _F64.pack,
+    "_pack_float": _F32.pack,
+    "datetime": datetime,
+    "str": str,
+    "int": int,
+    "bool": bool,
+    "float": float,
+}
+
+
+def _looped(
+    fields: list[tuple[str, Any, bool, Writer, dict[type, tuple[bytes, Writer]] | None]],
+) -> Writer:
+    """A record's writer as a loop over its fields: the generated one's reference."""
+
+    def record(out: bytearray, value: Any) -> None:
+        if not isinstance(value, dict) or "-type" in value:  # "-type": fastavro's
+            raise _Unsupported("record")
+        for name, default, required, write, branches in fields:
+            item = value.get(name, _ABSENT)
+            if item is _ABSENT:
+                if required:
+                    raise _Unsupported("missing field")
+                item = default
+            if branches is None:
+                write(out, item)
+                continue
+            entry = branches.get(type(item))  # a tuple, fastavro's notation: not here
+            if entry is None:
+                raise _Unsupported("union")
+            out += entry[0]
+            if item is not None:
+                entry[1](out, item)
+
+    return record
+
+
 class _Compiler:
     """Builds the writer of one parsed schema; named types are written once, referred to
     by name after, so references resolve (lazily: a type may refer to itself)."""
 
-    def __init__(self, named: dict[str, Any]) -> None:
+    def __init__(self, named: dict[str, Any], generate: bool = True) -> None:
         self.named = named
+        self.generate = generate  # records as generated code, or as loops (the reference)
         self.built: dict[str, Writer] = {}
+        self.enum_marks: dict[Writer, dict[str, bytes]] = {}  # for enums written inline
 
     def node(self, schema: Any) -> Writer:
         if isinstance(schema, str):
@@ -301,28 +405,84 @@ class _Compiler:
             write = self.node(kind) if branches is None else _unsupported
             fields.append((field["name"], field.get("default"), required, write, branches))
 
-        def record(out: bytearray, value: Any) -> None:
-            if not isinstance(value, dict) or "-type" in value:  # "-type": fastavro's
-                raise _Unsupported("record")
-            for name, default, required, write, branches in fields:
-                item = value.get(name, _ABSENT)
-                if item is _ABSENT:
-                    if required:
-                        raise _Unsupported("missing field")
-                    item = default
-                if branches is None:
-                    write(out, item)
-                    continue
-                entry = branches.get(type(item))  # a tuple, fastavro's notation: not here
-                if entry is None:
-                    raise _Unsupported("union")
-                out += entry[0]
-                if item is not None:
-                    entry[1](out, item)
-
+        record = self._generated(fields) if self.generate else _looped(fields)
         if isinstance(schema.get("name"), str):  # where it is defined, for references
             self.built[schema["name"]] = record
         return record
+
+    def _generated(
+        self, fields: list[tuple[str, Any, bool, Writer, dict[type, tuple[bytes, Writer]] | None]]
+    ) -> Writer:
+        """A record's writer as generated Python: its fields one after the other, each
+        type's writing inline (``_inline``), a union's branch picked by ``type(v) is``;
+        what is not inline is a call to the node's writer, as in ``_looped``."""
+        constants: dict[str, Any] = dict(_INLINE_CONSTANTS)
+        body = [
+            "def record(out, value):",
+            "    if not isinstance(value, dict) or '-type' in value:  # '-type': fastavro's",
+            "        raise _Unsupported('record')",
+            "    get = value.get",
+        ]
+        for index, (name, default, required, write, branches) in enumerate(fields):
+            if required:
+                body += [
+                    f"    v = get({name!r}, _ABSENT)",
+                    "    if v is _ABSENT:",
+                    "        raise _Unsupported('missing field')",
+                ]
+            else:
+                constants[f"default{index}"] = default
+                body.append(f"    v = get({name!r}, default{index})")
+            if branches is None:
+                body += self._inline(write, None, f"w{index}", constants, "    ")
+                continue
+            keyword = "if"
+            for number, (kind, (mark, branch)) in enumerate(branches.items()):
+                constants[f"mark{index}_{number}"] = mark
+                if kind is type(None):
+                    body += [f"    {keyword} v is None:", f"        out += mark{index}_{number}"]
+                else:
+                    constants[f"type{index}_{number}"] = kind
+                    body += [
+                        f"    {keyword} type(v) is type{index}_{number}:",
+                        f"        out += mark{index}_{number}",
+                        *self._inline(branch, kind, f"w{index}_{number}", constants, "        "),
+                    ]
+                keyword = "elif"
+            body += ["    else:", "        raise _Unsupported('union')"]
+        exec("\n".join(body), constants)  # names and constants only, as in validation.py
+        record: Writer = constants["record"]
+        return record
+
+    def _inline(
+        self, write: Writer, known: type | None, name: str, constants: dict[str, Any], indent: str
+    ) -> list[str]:
+        """Source lines that write ``v`` exactly as ``write`` would, raising _Unsupported
+        where it does (its type check is left out where ``known``, the type the union
+        picked, passes it); a call to ``write`` for writers with no inline form."""
+        marks = self.enum_marks.get(write)
+        if marks is not None:
+            constants[f"{name}_marks"] = marks
+            lines = [
+                f"m = {name}_marks.get(v) if type(v) is str else None",
+                "if m is None:",
+                "    raise _Unsupported('enum')",
+                "out += m",
+            ]
+            return [indent + line for line in lines]
+        inline = _INLINE.get(write)
+        if inline is None:
+            constants[name] = write
+            return [f"{indent}{name}(out, v)"]
+        takes, bound, label, lines = inline
+        checks = []
+        if takes and known not in takes:
+            checks.append(" and ".join(f"type(v) is not {t.__name__}" for t in takes))
+        if bound:
+            checks.append(f"not {bound}")
+        if checks:
+            lines = [f"if {' or '.join(checks)}:", f"    raise _Unsupported({label!r})", *lines]
+        return [indent + line for line in lines]
 
     def _enum(self, schema: dict[str, Any]) -> Writer:
         marks = {symbol: bytes(_varint_of(i)) for i, symbol in enumerate(schema["symbols"])}
@@ -333,6 +493,7 @@ class _Compiler:
                 raise _Unsupported("enum")
             out += mark
 
+        self.enum_marks[enum] = marks
         return enum
 
     @staticmethod
@@ -382,3 +543,10 @@ def compiled_writer(parsed_schema: Any) -> Writer:
     writer = _Compiler(dict(named)).node(parsed_schema)
     _COMPILED[id(parsed_schema)] = (parsed_schema, writer)
     return writer
+
+
+def reference_writer(parsed_schema: Any) -> Writer:
+    """The writer with records as loops over their fields, no generated code: what the
+    generated one must write byte for byte (tests hold them to it). Not memoised."""
+    named = parsed_schema.get("__named_schemas", {}) if isinstance(parsed_schema, dict) else {}
+    return _Compiler(dict(named), generate=False).node(parsed_schema)

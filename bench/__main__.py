@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import chaos, collector_bench, dedup_memory, latency, processors_bench
+from bench import chaos, collector_bench, dedup_memory, latency, processors_bench, recovery
 from bench import sink as sink_bench
 from devstack import kafka
 from devstack.services import ServiceGroup, free_port, http_ok
@@ -77,8 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dedup-ids", type=int, default=1_000_000)
     parser.add_argument(
         "--only",
-        choices=["collector", "dedup", "latency", "processors", "sink", "sink-latency"],
+        choices=["collector", "dedup", "latency", "processors", "recovery", "sink", "sink-latency"],
         help="run just one of the benchmarks",
+    )
+    parser.add_argument("--recovery-records", type=int, default=240_000)
+    parser.add_argument(
+        "--recovery-baseline",
+        type=Path,
+        default=None,
+        help="another checkout whose processors to time beside this one's",
     )
     parser.add_argument("--latency-rates", default="200,1000", help="events/s, comma-separated")
     parser.add_argument("--latency-seconds", type=float, default=20.0)
@@ -118,7 +125,16 @@ def main(argv: list[str] | None = None) -> int:
         processors: processors_bench.Results | None = None
         latency_rows: list[dict[str, float]] = []
         sink_results: sink_bench.Results | None = None
+        recoveries: list[recovery.Result] = []
         try:
+            if args.only in (None, "recovery"):
+                codes = [("current", REPO)]
+                if args.recovery_baseline is not None:
+                    codes.insert(0, ("baseline", args.recovery_baseline.resolve()))
+                for label, code in codes:
+                    recoveries.append(
+                        recovery.measure(base, args.recovery_records, Path(tmp), code, label)
+                    )
             if args.only in (None, "sink", "sink-latency"):
                 sink_options = sink_bench.Options(
                     events=args.sink_events,
@@ -145,13 +161,15 @@ def main(argv: list[str] | None = None) -> int:
                 latency_rows = bench_latency(base, rates, args.latency_seconds, log_path)
         finally:
             kafka.stop(paths)
+    if recoveries:
+        recovery.report(recoveries)
     if sink_results is not None:
         sink_bench.report(sink_results)
     if latency_rows:
         print_latency(latency_rows, args.latency_seconds)
     if processors is not None:
         processors_bench.report(processors)
-    if args.only in ("latency", "sink", "sink-latency", "processors"):
+    if args.only in ("latency", "sink", "sink-latency", "processors", "recovery"):
         return 0
     if collector_results is not None:
         collector_bench.report(collector_results)

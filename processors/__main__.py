@@ -7,7 +7,6 @@ caught up, set ``LEARNSTREAM_PROCESSORS_GENERATION`` to the generation it names.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import sys
 
 from learnstream.logs import bound_repeats
@@ -15,7 +14,6 @@ from learnstream.startup import settings_or_exit
 from learnstream.topics import ensure_topics_or_exit
 from processors.app import create_app
 from processors.generations import PreviousGenerationRunning, group_id, handover
-from processors.leave import leave_after_stop
 from processors.state_tables import changelog_topics
 from schemas.catalog import default_catalog
 from schemas.registry import registry_for
@@ -47,11 +45,6 @@ def main() -> None:
     bound_repeats()  # aiokafka inside Faust, while a broker is down
     registry = registry_for(settings.schema_registry_url)
     app = create_app(settings, registry, default_catalog(), emits_from)
-    if settings.processors_instance_id:  # a static member: stopped on purpose, it leaves
-        group = group_id(settings, settings.processors_generation)
-        atexit.register(
-            leave_after_stop, settings.kafka_bootstrap, group, settings.processors_instance_id
-        )
     sys.argv = [sys.argv[0], "worker", "--loglevel", settings.log_level.lower(), "--without-web"]
     app.main()
 

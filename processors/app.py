@@ -17,6 +17,7 @@ so the worker exits and its restart retries from the committed offset.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import time
@@ -48,9 +49,11 @@ from processors.dedup_window import ExpiryQueue
 from processors.erasure import Eraser
 from processors.generations import Handover, group_id
 from processors.health import serve_health
+from processors.leave import leave_after_stop
 from processors.metrics import ProcessorMetrics
 from processors.offsets import OffsetProbe
 from processors.positions import Positions
+from processors.startup import PromptTableManager
 from processors.state_tables import StateTables
 from processors.steps import ExitOnFailure, FailOnce, GuardOffsets
 from processors.watchdog import StallWatch, WatchdogThread, exit_for_restart
@@ -158,6 +161,9 @@ def create_app(
         # so does its own restart. Faust's 60 s made every restart take a minute; batches
         # take well under a second of loop time, and heartbeats run every 3 s.
         broker_session_timeout=10.0,
+        # Workers learn of a rebalance (a member that left or came back) from their
+        # next heartbeat: every second rather than Faust's 3 s.
+        broker_heartbeat_interval=1.0,
         # static membership (when named): a restart rejoins as the same member, at once
         consumer_group_instance_id=settings.processors_instance_id,
         # No standby replicas. Faust's assignor can keep assigning a partition's changelog
@@ -170,11 +176,23 @@ def create_app(
         # An agent that raises must take the worker down (and restart from committed
         # offsets), never be restarted in place past the message that broke it.
         agent_supervisor=mode.CrashingSupervisor,
+        TableManager=PromptTableManager,
     )
     # before anything creates the consumer: commits of events.raw only up to what the
     # guard proved delivered (processors.positions)
     positions = Positions()
-    guard_commits(app, settings.topic(EVENTS_RAW), positions)
+    instance_id = settings.processors_instance_id
+    leave = (
+        None  # a dynamic member leaves the group by itself when its consumer stops
+        if instance_id is None
+        else functools.partial(
+            leave_after_stop,
+            settings.kafka_bootstrap,
+            group_id(settings, settings.processors_generation),
+            instance_id,
+        )
+    )
+    guard_commits(app, settings.topic(EVENTS_RAW), positions, after_final_commit=leave)
     raw_topic = _raw_topic(app, settings.topic(EVENTS_RAW))
     erasure_topic = _raw_topic(app, settings.topic(REQUESTS_ERASURE))
     for name in (EVENTS_CLEAN, EVENTS_INVALID, EVENTS_DERIVED, *PROJECTION_SCHEMAS):
@@ -192,7 +210,12 @@ def create_app(
         environment=settings.environment,
         sample_rate_overrides=settings.sample_rate_overrides,
     )
-    state = StateTables(app, settings.topic_partitions, settings.faust_store.startswith("rocksdb"))
+    state = StateTables(
+        app,
+        settings.topic_partitions,
+        settings.faust_store.startswith("rocksdb"),
+        settings.kafka_bootstrap,
+    )
     expiry = ExpiryQueue(window_ms=int(settings.dedup_window_hours * 3600 * 1000))
     counters: Counter[str] = Counter()
     watch = StallWatch(timeout_s=settings.processor_stall_timeout_s)

@@ -20,6 +20,7 @@ Overrides, on the guarded topic only:
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -40,10 +41,17 @@ class ReadOffsets(defaultdict[TP, int | None]):
         super().__setitem__(tp, self.fences.get(tp, offset))
 
 
-def guard_commits(app: faust.App, topic: str, positions: Positions) -> None:
+def guard_commits(
+    app: faust.App,
+    topic: str,
+    positions: Positions,
+    after_final_commit: Callable[[], Awaitable[None]] | None = None,
+) -> None:
     """Give ``app`` a consumer whose commits of ``topic`` stay within ``positions``
     and whose partitions can be rewound. Call before anything creates the app's
-    transport or consumer."""
+    transport or consumer. ``after_final_commit`` runs when a graceful stop has made
+    its last commit (processors.leave: the group gets the partitions back then, not
+    after the rest of the shutdown)."""
 
     class GuardedConsumer(faust_aiokafka.Consumer):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -59,6 +67,11 @@ def guard_commits(app: faust.App, topic: str, positions: Positions) -> None:
 
         def rewound(self, tp: TP) -> None:
             self._fenced.fences.pop(tp, None)
+
+        async def on_stop(self) -> None:
+            await super().on_stop()  # the agents are stopped; this commits the last time
+            if after_final_commit is not None:
+                await after_final_commit()
 
         def _new_offset(self, tp: TP) -> int | None:
             wanted: int | None = super()._new_offset(tp)

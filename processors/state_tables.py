@@ -35,6 +35,7 @@ import faust
 from faust.streams import _current_event  # Faust's own "current event" variable
 
 from learnstream.topics import COMPACTED, TopicSpec
+from processors.preloaded_store import PreloadedMemoryStore, preloaded_store
 from processors.record_batches import RecordBatches
 from projections.rulebook import decode, encode
 
@@ -55,8 +56,10 @@ def changelog_topics(app_id: str) -> list[TopicSpec]:
 # Compaction never touches a log's active segment (1 GB or 7 days by default), so a
 # changelog read in full at every reassignment (the memory store) or first start grew with
 # the pipeline's age: the 30-minute soak's recoveries got slower as it went on. Rolling a
-# segment every 10 minutes lets compaction keep each key's latest value only.
-CHANGELOG_CONFIG = {**COMPACTED, "segment.ms": "600000", "min.cleanable.dirty.ratio": "0.1"}
+# segment every minute lets compaction keep each key's latest value only: a learner's
+# summary is rewritten by nearly every batch that touches the learner, so most of an
+# uncompacted segment is values already superseded.
+CHANGELOG_CONFIG = {**COMPACTED, "segment.ms": "60000", "min.cleanable.dirty.ratio": "0.1"}
 
 
 def changelog_topic_name(app_id: str) -> str:
@@ -68,7 +71,11 @@ def _raw_key(table: str, key: str) -> bytes:
 
 
 class StateTables:
-    def __init__(self, app: faust.App, partitions: int, per_partition: bool) -> None:
+    def __init__(
+        self, app: faust.App, partitions: int, per_partition: bool, bootstrap: str
+    ) -> None:
+        """``per_partition``: RocksDB, a database per partition; otherwise the memory
+        store, filled in bulk from the changelog (processors.preloaded_store)."""
         self._app = app
         self._per_partition = per_partition
         table: Any = app.Table(TABLE_NAME, default=None, partitions=partitions)
@@ -77,6 +84,10 @@ class StateTables:
         # topic is built again (recovery reads through it when the worker starts).
         table.key_serializer = table.value_serializer = "raw"
         table.changelog_topic = table._new_changelog_topic()
+        self._memory: PreloadedMemoryStore | None = None
+        if not per_partition:
+            self._memory = preloaded_store(table, bootstrap)
+            table._data = self._memory  # what Faust's lazy ``table.data`` would build
         self._table = table
         self.changelog_topic: str = table.changelog_topic.get_topic_name()
 
@@ -122,6 +133,11 @@ class StateTables:
             else:
                 for raw_key, raw_value in records:
                     out.add_to(self.changelog_topic, raw_key, raw_value, partition)
+        if self._memory is not None:
+            for partition, records in by_partition.items():
+                for raw_key, raw_value in records:
+                    self._memory.write(partition, raw_key, raw_value)
+            return
         data = self._table.data
         for partition, records in by_partition.items():
             self.use_partition_of(events_by_partition[partition])

@@ -10,6 +10,17 @@ the ledger, so a caller can store each touched key once per batch. A savepoint
 (``begin`` / ``rollback``) takes back everything one event wrote when something about
 that event fails after its state was folded (an output that cannot be encoded, say).
 Pure: no Kafka, no Faust, no I/O.
+
+A redelivered message whose state is already written writes that state again. A store
+that keeps state on disk (RocksDB, production's) writes a batch locally before its
+changelog records are acknowledged: a worker killed in between restarts with local
+state its changelog lacks, and the state says the batch's messages were applied. Without
+a second write that state would never reach the changelog, and a worker that recovers
+the partition from it later would miss it for good (the messages are committed by then).
+Every key a batch writes is a key one of its messages touches, and all of them are
+redelivered, so writing again what a redelivered message touches is enough. With the
+memory store the writes repeat what the changelog holds: harmless, and only after a
+restart.
 """
 
 from __future__ import annotations
@@ -206,6 +217,8 @@ class Rulebook:
         if found is Seen.FIRST_TIME:
             first = FirstSeen(here.partition, here.offset, incoming.arrived_ms, user)
             ledger.put(SEEN, event.event_id, first, here.partition)
+        else:  # redelivered: written again (the module docstring says why)
+            ledger.put(SEEN, event.event_id, seen, here.partition)
         if not keeps(event.event_id, incoming.sample_rate):
             return Outcome(Verdict.SAMPLED_OUT)
         verdict = Verdict.APPLIED if found is Seen.FIRST_TIME else Verdict.REDELIVERED
@@ -228,7 +241,9 @@ class Rulebook:
         wanted = needs(event)
         if entry is not None and already_applied(Position(*entry.applied), here):
             # redelivered after its state was written: its own outputs again, if they
-            # may not have gone out (older batches' did before the next one began)
+            # may not have gone out (older batches' did before the next one began), and
+            # the state it touched written again (the module docstring says why)
+            self._write_again(ledger, user, entry, wanted, here.partition)
             return tuple(entry.pending.get(here.offset, ())), wanted
         topic_key = None if wanted.topic is None else piece_key(user, wanted.topic)
         course_key = None if wanted.course is None else piece_key(user, wanted.course)
@@ -255,3 +270,20 @@ class Rulebook:
         if wanted.drills:
             ledger.put(DRILLS, user, after.drills, partition)
         return tuple(derived), wanted
+
+    @staticmethod
+    def _write_again(
+        ledger: Ledger, user: str, entry: LearnerEntry, wanted: Needs, partition: int
+    ) -> None:
+        """Write the current value of every piece a message of ``user`` touches."""
+        ledger.put(LEARNER, user, entry, partition)
+        pieces = [
+            (TOPIC, None if wanted.topic is None else piece_key(user, wanted.topic)),
+            (COURSE, None if wanted.course is None else piece_key(user, wanted.course)),
+            (DRILLS, user if wanted.drills else None),
+        ]
+        for table, key in pieces:
+            if key is not None:
+                value = ledger.get(table, key)
+                if value is not None:
+                    ledger.put(table, key, value, partition)

@@ -16,12 +16,13 @@ from hypothesis import strategies as st
 
 from projections.__main__ import fold_file
 from projections.blind_spots import DrillAttempt, blind_spots
+from projections.delivery import Position
 from projections.events import Event, zone
 from projections.fold import fold_log
 from projections.learner import LearnerState, apply, summary
 from projections.mastery import bkt_update
 from projections.rounding import round_half_up
-from projections.rulebook import TABLES, decode, encode
+from projections.rulebook import TABLES, Incoming, Ledger, Rulebook, decode, encode
 from projections.streaks import ACTIVITY_TYPES, is_active, last_active
 from projections.study import (
     CONTENT_COMPLETIONS,
@@ -516,3 +517,45 @@ def test_the_summary_stays_small_whatever_the_history() -> None:
     a_year, two_years = summary_bytes(400), summary_bytes(730)
     assert two_years < 1024
     assert two_years <= a_year + 8  # a few bytes: counters take more digits
+
+
+def _run_batch(
+    store: dict[tuple[str, str], Any], batch: list[tuple[int, Event]]
+) -> dict[tuple[str, str], Any]:
+    """One live batch over ``store``: the values it writes (None: a deletion)."""
+    ledger = Ledger(lambda table, key: store.get((table, key)))
+    book = Rulebook()
+    for offset, event in batch:
+        book.step(ledger, Incoming(event, Position(0, offset), 0, None, 1.0))
+    return {slot: value for slot, (value, _partition) in ledger.writes.items()}
+
+
+def _written(store: dict[tuple[str, str], Any], writes: dict[tuple[str, str], Any]) -> None:
+    for slot, value in writes.items():
+        if value is None:
+            store.pop(slot, None)
+        else:
+            store[slot] = value
+
+
+@settings(max_examples=200)
+@given(logs(), st.integers(0, 50))
+def test_a_redelivered_batch_writes_again_the_state_its_changelog_lost(
+    log: list[Event], cut: int
+) -> None:
+    """RocksDB keeps a batch's writes on disk before its changelog records are
+    acknowledged. A worker killed in between restarts with local state its changelog
+    lacks; the batch is redelivered, and must write that state again, or a worker that
+    recovers the partition from the changelog later misses it for good."""
+    messages = list(enumerate(log))
+    first, second = messages[:cut], messages[cut:]
+    changelog: dict[tuple[str, str], Any] = {}
+    _written(changelog, _run_batch(changelog, first))
+    local = dict(changelog)
+    _written(local, _run_batch(local, second))  # killed before the changelog got these
+    expected = dict(local)  # the state with both batches applied once
+    again = _run_batch(local, second)  # redelivered to the restarted worker
+    _written(local, again)
+    _written(changelog, again)
+    assert local == expected
+    assert changelog == expected

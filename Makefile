@@ -46,7 +46,7 @@ test: lint typecheck dashboard
 
 # the fast loop: every test that needs no Kafka broker (real chdb included), in seconds
 unit: $(STAMP)
-	$(VENV)/bin/pytest -m "not broker" -q
+	$(VENV)/bin/pytest -m "not broker" -q -n 2
 
 # the committed API document; tests/test_openapi.py fails when it is stale
 openapi: $(STAMP)

@@ -53,7 +53,6 @@ from processors.leave import leave_after_stop
 from processors.metrics import ProcessorMetrics
 from processors.offsets import OffsetProbe
 from processors.positions import Positions
-from processors.startup import PromptTableManager
 from processors.state_tables import StateTables
 from processors.steps import ExitOnFailure, FailOnce, GuardOffsets
 from processors.watchdog import StallWatch, WatchdogThread, exit_for_restart
@@ -176,7 +175,6 @@ def create_app(
         # An agent that raises must take the worker down (and restart from committed
         # offsets), never be restarted in place past the message that broke it.
         agent_supervisor=mode.CrashingSupervisor,
-        TableManager=PromptTableManager,
     )
     # before anything creates the consumer: commits of events.raw only up to what the
     # guard proved delivered (processors.positions)

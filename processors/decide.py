@@ -52,8 +52,9 @@ from projections.rulebook import (
     piece_key,
 )
 from schemas.catalog import EventCatalog, EventType
-from schemas.codec import decode, encode
+from schemas.codec import encode
 from schemas.event_time import unsupported
+from schemas.reader import decode  # compiled per schema; fastavro's values (tests)
 from schemas.registry import SchemaRegistry
 
 # The stages a record can fail in; a dead letter reads "cannot <stage>: <exception>".

@@ -91,7 +91,12 @@ class _Generator:
             return self._record_call(schema, target, pad)
         if kind == "enum":
             symbols = self.constant(tuple(schema["symbols"]))
-            return [*self._long("_i", pad), f"{pad}{target} = {symbols}[_i]"]
+            return [
+                *self._long("_i", pad),
+                f"{pad}if _i < 0:",  # a negative index would count from the end
+                f"{pad}    raise ValueError('enum index out of range')",
+                f"{pad}{target} = {symbols}[_i]",
+            ]
         if kind == "array":
             return self._blocks(schema["items"], target, pad, keyed=False)
         if kind == "map":

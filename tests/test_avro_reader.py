@@ -194,3 +194,13 @@ def test_a_negative_length_is_refused() -> None:
         assert reader is not None
         with pytest.raises(EOFError):
             reader(b"\x03abc", 0)
+
+
+def test_an_enum_index_out_of_range_is_refused() -> None:
+    """Corrupt bytes: index -1 (zig-zag 0x01) must not read as the last symbol."""
+    reader = compiled_reader(parse_schema({"type": "enum", "name": "E", "symbols": ["a", "b"]}))
+    assert reader is not None
+    assert reader(b"\x02", 0) == "b"
+    for corrupt in (b"\x01", b"\x04"):
+        with pytest.raises((ValueError, IndexError)):
+            reader(corrupt, 0)

@@ -3,9 +3,9 @@ against the whole stack.
 
 The page is served from another origin than the collector's, so every send goes
 through the collector's CORS (preflighted: it carries a write key and an end-user
-token). It tracks events online, goes offline and tracks more, reloads (the page cannot
-even load offline: its IndexedDB queue is all that is left), comes back online, and
-finally tracks events and leaves at once, so only the pagehide send can deliver those.
+token). It tracks events online, goes offline and tracks more, the tab is closed while
+offline (its IndexedDB queue is all that is left) and opened again once online, and
+finally it tracks events and leaves at once, so only the pagehide send can deliver those.
 A later visit sends those again (their answers reached no page), as a real app would.
 Every event must then be stored in ClickHouse exactly once.
 

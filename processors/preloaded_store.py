@@ -83,8 +83,8 @@ class PreloadedMemoryStore(MemoryStore[bytes, bytes]):
 
     async def _preload(self, tps: list[TP]) -> None:
         started = time.monotonic()
-        for tp in tps:  # left over from an earlier assignment of the partition
-            self._forget_partition(tp.partition)
+        # left over from an earlier assignment of these partitions
+        self._forget_partitions({tp.partition for tp in tps})
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
             enable_auto_commit=False,
@@ -142,18 +142,11 @@ class PreloadedMemoryStore(MemoryStore[bytes, bytes]):
             self._key_partition[key] = partition
 
     def _apply(self, partition: int, records: Iterable[Any]) -> None:
-        data, owner = self.data, self._key_partition
         for record in records:
-            key = record.key
-            if record.value is None:
-                data.pop(key, None)
-                owner.pop(key, None)
-            else:
-                data[key] = record.value
-                owner[key] = partition
+            self.write(partition, record.key, record.value)
 
-    def _forget_partition(self, partition: int) -> None:
-        stale = [k for k, p in self._key_partition.items() if p == partition]
+    def _forget_partitions(self, partitions: set[int]) -> None:
+        stale = [k for k, p in self._key_partition.items() if p in partitions]
         for key in stale:
             self.data.pop(key, None)
             self._key_partition.pop(key, None)

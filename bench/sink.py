@@ -39,6 +39,7 @@ from learnstream.topics import EVENTS_CLEAN, ensure_topics
 from schemas.codec import decode
 from sinks.clickhouse import migrate
 from sinks.event_sink import EventSink
+from sinks.gc_tuning import settle_after_start_up
 from sinks.routes import event_route
 from sinks.rows import EVENT_COLUMNS, UuidsAsText, event_row
 from sinks.writer import ClickHouseWriter
@@ -132,8 +133,7 @@ def throughput(
         for offset, (_, value) in enumerate(records)
     ]
     # as the sink process does after start-up (sinks.__main__); the baselines gain too
-    gc.collect()
-    gc.freeze()
+    settle_after_start_up()  # its timed collections, once a minute, fall outside rounds
     # (wall seconds, CPU seconds of the whole process, ClickHouse's threads included):
     # on a shared machine the wall time moves with the neighbours, the CPU time much less
     figures: dict[str, list[tuple[float, float]]] = {"raw": [], "raw_columns": [], "sink": []}
@@ -158,6 +158,7 @@ def throughput(
         totals = {_daily_totals(client, database) for database in databases.values()}
         assert len(totals) == 1, f"daily_user_stats differ: {totals}"
     client.close()
+    gc.enable()  # the benchmarks after this one run as they did
     result: dict[str, float] = {"rows": len(rows), "rounds": rounds}
     for name, taken in figures.items():
         for round_, (wall, cpu) in enumerate(taken):

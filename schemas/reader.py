@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import struct
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -156,10 +156,25 @@ class _Generator:
 
     def _union(self, branches: list[Any], target: str, pad: str) -> list[str]:
         index = self.temp("_u")
-        lines = self._long(index, pad)
+        if len(branches) <= 63:
+            # the branch by its zig-zagged index, one byte (2 x index) in every writer's
+            # usual encoding: compared as it is, not decoded first (a union in almost
+            # every field); a longer varint is decoded and compared the same way
+            lines = [
+                f"{pad}{index} = buf[p]",
+                f"{pad}if {index} < 128:",
+                f"{pad}    p += 1",
+                f"{pad}else:",
+                f"{pad}    {index}, p = _long(buf, p)",
+                f"{pad}    {index} = 2 * {index} if 0 <= {index} < 64 else 1",
+            ]
+            tested = [f"{index} == {2 * i}" for i in range(len(branches))]
+        else:
+            lines = self._long(index, pad)
+            tested = [f"{index} == {i}" for i in range(len(branches))]
         for i, branch in enumerate(branches):
             keyword = "if" if i == 0 else "elif"
-            lines.append(f"{pad}{keyword} {index} == {i}:")
+            lines.append(f"{pad}{keyword} {tested[i]}:")
             lines.extend(self.read(branch, target, pad + "    "))
         lines.append(f"{pad}else:")
         lines.append(f"{pad}    raise ValueError('union branch out of range')")
@@ -213,6 +228,16 @@ class _Generator:
         return function
 
 
+# what generated readers call
+_READER_NAMES: dict[str, Any] = {
+    "_long": _long,
+    "_EPOCH": _EPOCH,
+    "_td": timedelta,
+    "_UUID": uuid.UUID,
+    "_FLOAT": _FLOAT,
+    "_DOUBLE": _DOUBLE,
+}
+
 _COMPILED: dict[int, tuple[Any, Reader | None]] = {}
 
 
@@ -222,20 +247,51 @@ def _compile(parsed_schema: Any) -> Reader:
     lines = ["def _read(buf, p):", "    _end = len(buf)"]
     lines.extend(generator.read(parsed_schema, "_value", "    "))
     lines.append("    return _value")
-    namespace: dict[str, Any] = {
-        "_long": _long,
-        "_EPOCH": _EPOCH,
-        "_td": timedelta,
-        "_UUID": uuid.UUID,
-        "_FLOAT": _FLOAT,
-        "_DOUBLE": _DOUBLE,
-        **generator.constants,
-    }
+    namespace: dict[str, Any] = {**_READER_NAMES, **generator.constants}
     source = "\n\n".join([*generator.sources, "\n".join(lines)])
     label = parsed_schema.get("name", "") if isinstance(parsed_schema, dict) else parsed_schema
     exec(compile(source, f"<avro reader {label}>", "exec"), namespace)
     reader: Reader = namespace["_read"]
     return reader
+
+
+def compile_record_function(
+    parsed_schema: Any,
+    parameters: str,
+    fields: Mapping[str, str],
+    body: str,
+    namespace: Mapping[str, Any],
+    label: str,
+) -> Callable[..., Any] | None:
+    """A function ``(buf, p, <parameters>)`` that reads a record's top-level fields at
+    ``p`` into locals, then runs ``body`` (indented by four spaces, ending in a return)
+    over them: the caller's own use of a record, without building its dict. Each field
+    of ``fields`` (name -> the expression it takes when the schema has no such field)
+    is the local ``f_<name>``; a field not listed is read past. ``namespace`` holds the
+    names ``body`` uses. None for a schema the compiled reader leaves to fastavro, or
+    one that is not a record."""
+    if not isinstance(parsed_schema, dict) or parsed_schema.get("type") != "record":
+        return None
+    named = parsed_schema.get("__named_schemas", {})
+    generator = _Generator(dict(named))
+    lines = [f"def _read(buf, p, {parameters}):", "    _end = len(buf)"]
+    present = set()
+    try:
+        for field in parsed_schema["fields"]:
+            name = field["name"]
+            target = f"f_{name}" if name in fields else "_skipped"
+            present.add(name)
+            lines.extend(generator.read(field["type"], target, "    "))
+    except _Unsupported:
+        return None
+    missing = [name for name in fields if name not in present]
+    lines.extend(f"    f_{name} = {fields[name]}" for name in missing)
+    lines.append(body.rstrip())
+    scope: dict[str, Any] = {**_READER_NAMES, **generator.constants, **namespace}
+    source = "\n\n".join([*generator.sources, "\n".join(lines)])
+    exec(compile(source, f"<avro record function {label}>", "exec"), scope)
+    function: Callable[..., Any] = scope["_read"]
+    return function
 
 
 def compiled_reader(parsed_schema: Any) -> Reader | None:

@@ -10,9 +10,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from schemas.catalog import EventCatalog
-from schemas.reader import decode
+from schemas.codec import schema_id_of
+from schemas.reader import FRAMING_HEADER_SIZE, decode
 from schemas.registry import SchemaRegistry
-from sinks.rows import EVENT_COLUMNS, INVALID_COLUMNS, event_row, invalid_row
+from sinks.rows import (
+    EVENT_COLUMNS,
+    INVALID_COLUMNS,
+    BytesRow,
+    event_row,
+    event_row_reader,
+    invalid_row,
+)
+
+TIMESTAMP_AT = EVENT_COLUMNS.index("timestamp")
 
 # (record, topic, partition) -> (time that picks the monthly partition, row)
 RowBuilder = Callable[[Any, str, int], tuple[datetime, list[Any]]]
@@ -29,7 +39,8 @@ class Route:
     unique_letters: bool = False
 
     @functools.cached_property
-    def _key_positions(self) -> tuple[int, int, int, int]:
+    def key_positions(self) -> tuple[int, int, int, int]:
+        """Where organization_id, user_id, timestamp and event_id are in a row."""
         org, user, moment, event_id = (
             self.columns.index(n) for n in ("organization_id", "user_id", "timestamp", "event_id")
         )
@@ -38,16 +49,31 @@ class Route:
     def event_key(self, row: list[Any]) -> tuple[str, str, datetime, str]:
         """(organization_id, user_id, timestamp, event_id): the table's sort key.
         Called for every row the sink stores, so the column positions are found once."""
-        org, user, moment, event_id = self._key_positions
+        org, user, moment, event_id = self.key_positions
         return str(row[org]), str(row[user]), row[moment], str(row[event_id])
 
 
 def event_route(catalog: EventCatalog, registry: SchemaRegistry) -> Route:
-    """Confluent-framed Avro events (events.clean, events.derived) -> ``events``."""
+    """Confluent-framed Avro events (events.clean, events.derived) -> ``events``.
+
+    A record's row is read straight from its bytes where the compiled reader covers its
+    schema (one function per schema id, found once), else from the decoded datum."""
+    by_schema: dict[int, BytesRow | None] = {}
 
     def to_row(record: Any, topic: str, partition: int) -> tuple[datetime, list[Any]]:
-        datum = decode(registry, record.value)
-        return datum["timestamp"], event_row(catalog, datum, topic, partition, record.offset)
+        value = record.value
+        schema_id = schema_id_of(value)
+        try:
+            reader = by_schema[schema_id]
+        except KeyError:
+            reader = by_schema[schema_id] = event_row_reader(
+                catalog, registry.parsed_by_id(schema_id)
+            )
+        if reader is None:
+            row = event_row(catalog, decode(registry, value), topic, partition, record.offset)
+        else:
+            row = reader(value, FRAMING_HEADER_SIZE, topic, partition, record.offset)
+        return row[TIMESTAMP_AT], row
 
     return Route("events", EVENT_COLUMNS, to_row, unique_events=True)
 

@@ -6,7 +6,7 @@ import copy
 import json
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +14,7 @@ import orjson
 from fastavro import parse_schema
 
 from schemas.catalog import EventCatalog, Schema
+from schemas.reader import compile_record_function
 from schemas.registry import SchemaRegistry
 
 EVENT_COLUMNS = (
@@ -104,7 +105,7 @@ def to_json(value: Any) -> str:
 
 
 def _json(value: Mapping[str, Any] | None) -> str:
-    return to_json(value or {})
+    return to_json(value) if value else "{}"  # no context, no device info: no call
 
 
 def _drill_ids(scores: Any) -> list[str]:
@@ -113,38 +114,36 @@ def _drill_ids(scores: Any) -> list[str]:
     return [str(s["drill_id"]) for s in scores if isinstance(s, Mapping) and s.get("drill_id")]
 
 
-_CATEGORIES: dict[int, tuple[EventCatalog, dict[str, str]]] = {}
-
-
-def _categories(catalog: EventCatalog) -> dict[str, str]:
-    """Each event type's category, read once per catalogue: ``catalog.get`` goes through
-    ``Mapping.get`` and ``__getitem__`` (0.75 µs, a fifth of building a row)."""
-    found = _CATEGORIES.get(id(catalog))
-    if found is None or found[0] is not catalog:  # held, so its id cannot be reused
-        found = (catalog, {name: event_type.category for name, event_type in catalog.items()})
-        _CATEGORIES[id(catalog)] = found
-    return found[1]
-
-
-def event_row(
-    catalog: EventCatalog, datum: Mapping[str, Any], topic: str, partition: int, offset: int
-) -> list[Any]:
-    properties = datum.get("properties") or {}
-    device_info = datum.get("device_info") or {}
-    context = datum.get("context")
-    event_type = datum["event_type"]
+# How an event becomes its row, written once and compiled twice (see _row_functions):
+# over a decoded datum, and over the Avro record's bytes as they are read. Each field the
+# row uses is the local f_<name>: as the record has it, else the expression given here.
+# (a string split, not a literal: a name per line would repeat EVENT_COLUMNS' shape)
+_NULLABLE_FIELDS = (  # noqa: SIM905
+    "received_at sent_at original_timestamp client_ip user_id session_id organization_id "
+    "device_info properties context privacy_level retention_days"
+).split()
+_ROW_FIELDS: dict[str, str] = {
+    **dict.fromkeys(_NULLABLE_FIELDS, "None"),
+    "sample_rate": "1.0",
+    "schema_version": "1",
+}
+_REQUIRED_FIELDS = ("event_id", "event_type", "timestamp")  # KeyError without them
+_ROW_BODY = """
+    properties = f_properties or {}
+    device_info = f_device_info or {}
+    context = f_context
     return [
-        canonical_uuid(datum["event_id"]),
-        event_type,
-        _categories(catalog).get(event_type, ""),
-        datum["timestamp"],
-        datum.get("received_at") or datum["timestamp"],
-        datum.get("sent_at"),
-        datum.get("user_id") or "",
-        datum.get("session_id") or "",
-        datum.get("organization_id") or "",
-        datum.get("client_ip") or "",
-        datum.get("original_timestamp"),
+        _canonical_uuid(f_event_id),
+        f_event_type,
+        _categories.get(f_event_type, ""),
+        f_timestamp,
+        f_received_at or f_timestamp,
+        f_sent_at,
+        f_user_id or "",
+        f_session_id or "",
+        f_organization_id or "",
+        f_client_ip or "",
+        f_original_timestamp,
         device_info.get("timezone") or "",
         properties.get("content_id") or "",
         properties.get("course_id") or (context or {}).get("course_id") or "",
@@ -157,14 +156,90 @@ def event_row(
         _json(properties),
         _json(device_info),
         _json(context),
-        datum.get("privacy_level") or "standard",
-        datum.get("retention_days") or 2555,
-        datum.get("sample_rate", 1.0),
-        datum.get("schema_version", 1),
+        f_privacy_level or "standard",
+        f_retention_days or 2555,
+        f_sample_rate,
+        f_schema_version,
         topic,
         partition,
         offset,
     ]
+"""
+
+# a datum's row and, per parsed schema, the bytes' row
+DatumRow = Callable[[Mapping[str, Any], str, int, int], list[Any]]
+BytesRow = Callable[[bytes, int, str, int, int], list[Any]]
+
+
+class _RowFunctions:
+    """The row functions of one catalogue: its categories are constants in them."""
+
+    def __init__(self, catalog: EventCatalog) -> None:
+        self.catalog = catalog  # held, so its id cannot be reused while cached
+        self.namespace: dict[str, Any] = {
+            "_canonical_uuid": canonical_uuid,
+            # a dict, not ``catalog.get`` (0.75 µs through ``Mapping.get``)
+            "_categories": {name: kind.category for name, kind in catalog.items()},
+            "_drill_ids": _drill_ids,
+            "_json": _json,
+        }
+        prelude = [f"    f_{name} = datum[{name!r}]" for name in _REQUIRED_FIELDS]
+        prelude += [f"    f_{name} = datum.get({name!r}, {v})" for name, v in _ROW_FIELDS.items()]
+        source = "\n".join(
+            ["def _row(datum, topic, partition, offset):", *prelude, _ROW_BODY.rstrip()]
+        )
+        scope = dict(self.namespace)
+        exec(compile(source, "<event row>", "exec"), scope)
+        self.from_datum: DatumRow = scope["_row"]
+        self._from_bytes: dict[int, tuple[Any, BytesRow | None]] = {}
+
+    def from_bytes(self, parsed_schema: Any) -> BytesRow | None:
+        found = self._from_bytes.get(id(parsed_schema))
+        if found is not None and found[0] is parsed_schema:
+            return found[1]
+        function: BytesRow | None = None
+        names = (
+            {f["name"] for f in parsed_schema.get("fields", ())}
+            if isinstance(parsed_schema, dict)
+            else set()
+        )
+        if names.issuperset(_REQUIRED_FIELDS):
+            function = compile_record_function(
+                parsed_schema,
+                "topic, partition, offset",
+                {**dict.fromkeys(_REQUIRED_FIELDS, "None"), **_ROW_FIELDS},
+                _ROW_BODY,
+                self.namespace,
+                str(parsed_schema.get("name", "")),
+            )
+        self._from_bytes[id(parsed_schema)] = (parsed_schema, function)
+        return function
+
+
+_ROW_FUNCTIONS: dict[int, _RowFunctions] = {}
+
+
+def _row_functions(catalog: EventCatalog) -> _RowFunctions:
+    found = _ROW_FUNCTIONS.get(id(catalog))
+    if found is None or found.catalog is not catalog:
+        found = _ROW_FUNCTIONS[id(catalog)] = _RowFunctions(catalog)
+    return found
+
+
+def event_row(
+    catalog: EventCatalog, datum: Mapping[str, Any], topic: str, partition: int, offset: int
+) -> list[Any]:
+    """A decoded event's row of ``events`` (EVENT_COLUMNS)."""
+    return _row_functions(catalog).from_datum(datum, topic, partition, offset)
+
+
+def event_row_reader(catalog: EventCatalog, parsed_schema: Any) -> BytesRow | None:
+    """The row of an event read straight from its Avro bytes, for records of
+    ``parsed_schema``: ``reader(payload, position of the datum, topic, partition,
+    offset)``. The same row as ``event_row`` of the decoded datum, without building the
+    datum (the sink's largest cost per row: BENCHMARKS.md, session 8). None where the
+    compiled reader leaves the schema to fastavro."""
+    return _row_functions(catalog).from_bytes(parsed_schema)
 
 
 INVALID_COLUMNS = (

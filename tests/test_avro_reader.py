@@ -204,3 +204,15 @@ def test_an_enum_index_out_of_range_is_refused() -> None:
     for corrupt in (b"\x01", b"\x04"):
         with pytest.raises((ValueError, IndexError)):
             reader(corrupt, 0)
+
+
+def test_a_union_index_in_a_longer_varint_is_read() -> None:
+    """Branch 1 written as a two-byte varint (0x82 0x00) rather than 0x02: read alike;
+    a varint of an index out of range (64) is refused by both."""
+    parsed = parse_schema(["null", "long"])
+    ours, theirs = both_read(parsed, bytes([0x82, 0x00, 0x04]))
+    assert ours == theirs == 2
+    reader = compiled_reader(parsed)
+    assert reader is not None
+    with pytest.raises(ValueError):
+        reader(bytes([0x80, 0x01, 0x04]), 0)  # zig-zag 128: index 64

@@ -12,11 +12,14 @@ materialized views included, is paid once).
 
 from __future__ import annotations
 
+import operator
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from functools import partial
+from itertools import chain
+from typing import Any, NamedTuple, cast
 
 Month = tuple[int, int]
 _NO_MONTH = datetime(1970, 1, 1)  # a split plan's rows are already in their month
@@ -29,6 +32,14 @@ class PendingRow(NamedTuple):
     offset: int
     timestamp: datetime
     row: list[Any]
+
+
+# A PendingRow from its three fields as one tuple, built in C: the NamedTuple's own
+# constructor is a Python lambda, 1.2 µs a row in the sink (BENCHMARKS.md, session 8).
+pending_row = cast(
+    Callable[[tuple[int, datetime, list[Any]]], PendingRow],
+    partial(tuple.__new__, PendingRow),
+)
 
 
 @dataclass(frozen=True)
@@ -52,30 +63,47 @@ class PlannedInsert:
         )
 
 
-def _month(moment: datetime) -> Month:
-    return moment.year, moment.month
+# C-level getters: planning touches every row the sink stores
+_TIMESTAMP = operator.attrgetter("timestamp")
+_ROW = operator.attrgetter("row")
+_OFFSET = operator.attrgetter("offset")
 
 
 def _month_runs(
     topic: str, partition: int, pending: Sequence[PendingRow]
 ) -> list[tuple[Month, SourceRun, Sequence[PendingRow]]]:
-    """One partition's rows (in offset order) as consecutive single-month runs."""
+    """One partition's rows (in offset order) as consecutive single-month runs.
+    Called on every row the sink stores, so a row's month is compared, not built."""
+    if not pending:
+        return []
+    earliest, latest = min(map(_TIMESTAMP, pending)), max(map(_TIMESTAMP, pending))
+    if (earliest.year, earliest.month) == (latest.year, latest.month):  # the usual batch
+        run = SourceRun(topic, partition, pending[0].offset, pending[-1].offset)
+        return [((earliest.year, earliest.month), run, pending)]
     runs: list[tuple[Month, SourceRun, Sequence[PendingRow]]] = []
     start = 0
-    for i in range(1, len(pending) + 1):
-        if i == len(pending) or _month(pending[i].timestamp) != _month(pending[start].timestamp):
-            chunk = pending[start:i]
-            run = SourceRun(topic, partition, chunk[0].offset, chunk[-1].offset)
-            runs.append((_month(chunk[0].timestamp), run, chunk))
-            start = i
+    while start < len(pending):
+        first = pending[start].timestamp
+        year, month = first.year, first.month
+        end = start + 1
+        while end < len(pending):
+            moment = pending[end].timestamp
+            if moment.month != month or moment.year != year:
+                break
+            end += 1
+        chunk = pending[start:end]
+        runs.append(
+            ((year, month), SourceRun(topic, partition, chunk[0].offset, chunk[-1].offset), chunk)
+        )
+        start = end
     return runs
 
 
 def _planned(runs: Sequence[tuple[SourceRun, Sequence[PendingRow]]]) -> PlannedInsert:
     return PlannedInsert(
-        rows=tuple(p.row for _, chunk in runs for p in chunk),
+        rows=tuple(chain.from_iterable(map(_ROW, chunk) for _, chunk in runs)),
         runs=tuple(run for run, _ in runs),
-        offsets=tuple(p.offset for _, chunk in runs for p in chunk),
+        offsets=tuple(chain.from_iterable(map(_OFFSET, chunk) for _, chunk in runs)),
     )
 
 

@@ -37,13 +37,14 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from learnstream.erasure import ErasureRequest
-from sinks.batching import PendingRow, PlannedInsert, halves, plan_inserts
+from sinks.batching import PendingRow, PlannedInsert, halves, pending_row, plan_inserts
 from sinks.erasure import Erasures
 from sinks.failures import Fault, fault_of
 from sinks.metrics import Operation, SinkObserver
@@ -57,6 +58,7 @@ MAX_BACKOFF_S = 10.0
 # /readyz turns unready once this many attempts in a row failed for infrastructure
 UNREADY_AFTER_FAILURES = 3
 INVALID_TABLE = "events_invalid"
+PREPARE_SLICE = 1000  # records decoded between two turns of the event loop
 
 
 @dataclass(frozen=True)
@@ -274,7 +276,7 @@ class EventSink:
         try:
             while not self._stopping.is_set():
                 batch = await self._collect()
-                prepared = self._prepare(batch) if batch else None
+                prepared = await self._prepare(batch) if batch else None
                 if storing is not None:
                     landed = await storing
                     storing = None
@@ -334,26 +336,34 @@ class EventSink:
                 return {}
         return dict(batch)
 
-    def _prepare(self, batch: dict[TopicPartition, list[Any]]) -> Prepared:
+    async def _prepare(self, batch: dict[TopicPartition, list[Any]]) -> Prepared:
         """Decode every record into its row: the CPU part of a batch, which needs
         nothing from ClickHouse. A record whose row cannot be built is a dead letter,
         even at or below the high-water mark: its dead letter may not have been written
-        before a crash, and writing it again is harmless."""
+        before a crash, and writing it again is harmless.
+
+        It gives the event loop a turn every PREPARE_SLICE records, so the batch being
+        stored meanwhile moves on as soon as ClickHouse answers (its lookup done, its
+        insert starts) rather than after the whole batch is decoded."""
         rows: dict[TopicPartition, list[PendingRow]] = {}
         dead: list[DeadLetter] = []
         for tp, messages in batch.items():
             if tp.topic == self._erasure_topic:
                 continue
             to_row = self._routes[tp.topic].to_row
+            topic, partition = tp.topic, tp.partition
             built = rows[tp] = []
-            for message in messages:
-                try:
-                    moment, row = to_row(message, tp.topic, tp.partition)
-                except Exception as exc:  # bytes that do not decode: its content, for good
-                    raw = bytes(message.value or b"").hex()
-                    dead.append(DeadLetter(tp.topic, tp.partition, message.offset, raw, repr(exc)))
-                    continue
-                built.append(PendingRow(message.offset, moment, row))
+            for start in range(0, len(messages), PREPARE_SLICE):
+                if start:
+                    await asyncio.sleep(0)
+                for message in messages[start : start + PREPARE_SLICE]:
+                    try:
+                        moment, row = to_row(message, topic, partition)
+                    except Exception as exc:  # bytes that do not decode: its content, for good
+                        raw = bytes(message.value or b"").hex()
+                        dead.append(DeadLetter(topic, partition, message.offset, raw, repr(exc)))
+                        continue
+                    built.append(pending_row((message.offset, moment, row)))
         return Prepared(batch, rows, dead)
 
     async def _store(self, prepared: Prepared) -> bool:
@@ -382,12 +392,8 @@ class EventSink:
                 pending = self._not_erased(route, pending)
             by_table.setdefault(route.table, (route, {}))[1][(tp.topic, tp.partition)] = pending
         for route, pending_by_source in by_table.values():
-            if route.unique_events:
-                pending_by_source = await self._first_copies(route, pending_by_source)
-            if route.unique_letters:
-                pending_by_source = await self._first_letters(route, pending_by_source)
-            for plan in plan_inserts(pending_by_source):
-                if not await self._insert_plan(route, plan, dead):
+            for plan, block in await self._plans_of_new_rows(route, pending_by_source):
+                if not await self._insert_plan(route, plan, dead, block):
                     return False
         for letter in dead:
             if not await self._store_dead_letter(letter):
@@ -425,7 +431,7 @@ class EventSink:
     async def _not_stored(self, tp: TopicPartition, built: list[PendingRow]) -> list[PendingRow]:
         """The rows above the partition's high-water mark: not stored yet."""
         stored = await self._stored_up_to(tp)
-        if stored is None:
+        if stored is None or not built or built[0].offset > stored:  # in offset order
             return built
         pending = [item for item in built if item.offset > stored]
         redelivered = len(built) - len(pending)
@@ -474,30 +480,95 @@ class EventSink:
         does not catch. Dropping it here keeps a plain count() exact, without waiting
         for ReplacingMergeTree merges or querying with FINAL. Copies share the event's
         partition (same key), so one sink sees them in order. One lookup per batch.
+
+        The key columns are read by position, one column at a time, and the usual batch
+        (no copy stored, none within it) keeps its rows without a loop over them: this
+        runs for every row the sink stores (BENCHMARKS.md, session 8).
         """
-        keys = {source: [route.event_key(p.row) for p in rows] for source, rows in pending.items()}
+        org, user, moment, event_id = map(itemgetter, route.key_positions)
+        rows = [p.row for source_rows in pending.values() for p in source_rows]
+        if not rows:
+            return pending
+        ids = list(map(event_id, rows))
+        moments = list(map(moment, rows))
         stored = await self._writer.stored_event_ids(
-            route.table, [key for source_keys in keys.values() for key in source_keys]
+            route.table,
+            ids,
+            set(map(org, rows)),
+            set(map(user, rows)),
+            min(moments),
+            max(moments),
         )
+        if not stored and len(set(ids)) == len(ids):
+            return pending
         seen = set(stored)
         kept: dict[tuple[str, int], list[PendingRow]] = {}
-        for source, rows in pending.items():
+        for source, source_rows in pending.items():
             kept[source] = []
-            for item, key in zip(rows, keys[source], strict=True):
-                if key[3] not in seen:
+            for item in source_rows:
+                key = event_id(item.row)
+                if key not in seen:
                     kept[source].append(item)
-                    seen.add(key[3])
-            self.copies_skipped += len(rows) - len(kept[source])
-            self._observer.skipped("copy", len(rows) - len(kept[source]))
+                    seen.add(key)
+            self.copies_skipped += len(source_rows) - len(kept[source])
+            self._observer.skipped("copy", len(source_rows) - len(kept[source]))
         return kept
 
-    async def _insert_plan(self, route: Route, plan: PlannedInsert, dead: list[DeadLetter]) -> bool:
-        """Store ``plan``; rows ClickHouse refuses for their content are found by halving
-        it and become dead letters. False if asked to stop first."""
+    async def _plans_of_new_rows(
+        self, route: Route, pending: dict[tuple[str, int], list[PendingRow]]
+    ) -> list[tuple[PlannedInsert, bytes | None]]:
+        """The inserts of the rows not stored yet, each with its Native block when built.
+
+        The "already stored?" lookup runs in ClickHouse while the blocks of the inserts
+        as planned without it are built here: the usual lookup finds nothing, and the
+        blocks are ready when it answers, rather than built after it on the sink's
+        critical path (BENCHMARKS.md, session 8). When it found copies, the inserts are
+        planned again and their blocks built as they are inserted."""
+        first: asyncio.Future[dict[tuple[str, int], list[PendingRow]]] | None = None
+        if route.unique_events:
+            first = asyncio.ensure_future(self._first_copies(route, pending))
+        elif route.unique_letters:
+            first = asyncio.ensure_future(self._first_letters(route, pending))
+        if first is None:
+            return [(plan, None) for plan in plan_inserts(pending)]
+        try:
+            await asyncio.sleep(0)  # the lookup's query is under way before the blocks
+            plans = plan_inserts(pending)
+            blocks = [await self._block_or_none(route, plan) for plan in plans]
+        except BaseException:  # cancelled (the sink stops): the lookup goes too
+            first.cancel()
+            raise
+        kept = await first
+        if any(len(kept[source]) != len(rows) for source, rows in pending.items()):
+            return [(plan, None) for plan in plan_inserts(kept)]
+        return list(zip(plans, blocks, strict=True))
+
+    async def _block_or_none(self, route: Route, plan: PlannedInsert) -> bytes | None:
+        """The plan's Native block; None when it cannot be built (a value its column
+        cannot hold: the insert meets that again, and finds the row by halving)."""
+        try:
+            return await self._writer.native(route.table, plan.rows, route.columns)
+        except Exception:
+            return None
+
+    async def _insert_plan(
+        self,
+        route: Route,
+        plan: PlannedInsert,
+        dead: list[DeadLetter],
+        block: bytes | None = None,
+    ) -> bool:
+        """Store ``plan`` (from ``block``, its rows' Native bytes, when given); rows
+        ClickHouse refuses for their content are found by halving it and become dead
+        letters. False if asked to stop first."""
 
         async def insert() -> None:
+            nonlocal block
             started = time.monotonic()
-            await self._writer.insert(route.table, plan.rows, route.columns, plan.dedup_token)
+            given, block = block, None  # a retry builds it again: the table may have changed
+            await self._writer.insert(
+                route.table, plan.rows, route.columns, plan.dedup_token, given
+            )
             self._observer.inserted(route.table, len(plan.rows), time.monotonic() - started)
 
         outcome = await self._with_retry(insert, f"insert {plan.dedup_token}", "insert")

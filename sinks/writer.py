@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
+from clickhouse_connect.datatypes.base import ClickHouseType
+
+from sinks.native import native_block
+
 T = TypeVar("T")
 
 # a UUID as ClickHouse prints one: safe to put in SQL as a literal, as it is
-_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_UUID_PATTERN = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_CANONICAL_UUID = re.compile(_UUID_PATTERN)
+_CANONICAL_UUIDS = re.compile(f"{_UUID_PATTERN}(?:,{_UUID_PATTERN})*")  # comma-separated
 
 
 def _millis(moment: datetime) -> int:
@@ -55,29 +61,76 @@ VIEWS_FED_BY: dict[str, tuple[ViewSpec, ...]] = {
 }
 
 
+class _Verbatim:
+    """A bound parameter's text as it is: clickhouse-connect formats a value of a type it
+    does not know with ``str()``, without escaping. Only for text that needs none."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+
+    def __str__(self) -> str:
+        return self._text
+
+
 class ClickHouseWriter:
     def __init__(self, client: Any, database: str) -> None:
         self.client = client
         self.database = database
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
+        self._column_types: dict[tuple[str, tuple[str, ...]], list[ClickHouseType]] = {}
 
     async def run(self, call: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, call)
 
-    async def insert(
-        self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str], token: str
-    ) -> None:
-        def call() -> None:
-            # columns, not rows: clickhouse-connect would transpose rows in Python loops
-            self.client.insert(
-                f"{self.database}.{table}",
-                list(zip(*rows, strict=True)),
-                column_names=list(columns),
-                column_oriented=True,
-                settings={"insert_deduplication_token": token},
-            )
+    async def native(
+        self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]
+    ) -> bytes:
+        """``rows`` as the Native block of an insert into ``table``, built here, on the
+        caller's thread (sinks.native says why). The column types are asked once per
+        table and columns; a failed insert forgets them (a migration may have changed
+        them)."""
+        key = (table, tuple(columns))
+        types = self._column_types.get(key)
+        if types is None:
 
-        await self.run(call)
+            def describe() -> list[ClickHouseType]:
+                context = self.client.create_insert_context(
+                    f"{self.database}.{table}", column_names=list(columns)
+                )
+                return list(context.column_types)
+
+            types = self._column_types[key] = await self.run(describe)
+        # columns, not rows: clickhouse-connect would transpose rows in Python loops
+        return native_block(
+            self.client, f"{self.database}.{table}", columns, types, list(zip(*rows, strict=True))
+        )
+
+    async def insert(
+        self,
+        table: str,
+        rows: Sequence[Sequence[Any]],
+        columns: Sequence[str],
+        token: str,
+        block: bytes | None = None,
+    ) -> None:
+        """Insert ``rows`` (as ``block``, their Native bytes, when already built) under a
+        deduplication token."""
+        try:
+            data = block if block is not None else await self.native(table, rows, columns)
+
+            def call() -> None:
+                self.client.raw_insert(
+                    f"{self.database}.{table}",
+                    column_names=list(columns),
+                    insert_block=data,
+                    settings={"insert_deduplication_token": token},
+                    fmt="Native",
+                )
+
+            await self.run(call)
+        except Exception:
+            self._column_types.pop((table, tuple(columns)), None)
+            raise
 
     async def answers(self) -> bool:
         """Whether ClickHouse answers a trivial query now."""
@@ -208,23 +261,30 @@ class ClickHouseWriter:
         return await self.run(call)
 
     async def stored_event_ids(
-        self, table: str, keys: Sequence[tuple[str, str, datetime, str]]
+        self,
+        table: str,
+        event_ids: Sequence[str],
+        organizations: Collection[str],
+        users: Collection[str],
+        earliest: datetime,
+        latest: datetime,
     ) -> set[str]:
-        """Which of these (organization_id, user_id, timestamp, event_id) are stored.
-        Bounded by the table's sort key prefix, so it reads a few granules, not the table.
+        """Which of ``event_ids`` are stored, among rows of these organizations and users
+        between ``earliest`` and ``latest``: bounded by the table's sort key prefix, so it
+        reads a few granules, not the table.
 
-        The ids are bound as 128-bit integers (the UUIDs' own value): clickhouse-connect
-        escapes a bound string character by character in Python, three times the cost
-        of formatting numbers at 20 000 ids, and ClickHouse parses numbers faster too.
-        Only canonical UUIDs qualify: nothing else can be stored in the UUID column."""
-        ids = sorted(
-            {int(k[3].replace("-", ""), 16) for k in keys if _CANONICAL_UUID.fullmatch(k[3])}
-        )
-        if not ids:
+        The ids go as one bound string, verbatim: "id,id,…", split and read as UUIDs by
+        ClickHouse. clickhouse-connect escapes a bound string character by character
+        in Python and formats a bound array element by element; either way, at 20 000
+        ids a batch, that was 1.5-2 µs of the sink's GIL per row (BENCHMARKS.md,
+        session 8). Only canonical UUIDs qualify (nothing else can be stored in the
+        UUID column), which also makes the text safe verbatim: one match over all of
+        them shows it for the usual batch."""
+        text = ",".join(event_ids)
+        if not _CANONICAL_UUIDS.fullmatch(text):
+            text = ",".join(i for i in event_ids if _CANONICAL_UUID.fullmatch(i))
+        if not text:
             return set()
-        # the bounds from the datetimes, converted twice rather than 2 x 20 000 times
-        moments = [k[2] for k in keys]
-        lo, hi = _millis(min(moments)), _millis(max(moments))
 
         def call() -> set[str]:
             result = self.client.query(
@@ -233,13 +293,15 @@ class ClickHouseWriter:
                 "AND user_id IN {users:Array(String)} "
                 "AND timestamp BETWEEN fromUnixTimestamp64Milli({lo:Int64}, 'UTC') "
                 "AND fromUnixTimestamp64Milli({hi:Int64}, 'UTC') "
-                "AND toUInt128(event_id) IN {ids:Array(UInt128)}",
+                # a subquery: the set is built once (an array expression here was
+                # evaluated again and again: 15 s for 200 000 rows)
+                "AND event_id IN (SELECT toUUID(arrayJoin(splitByChar(',', {ids:String}))))",
                 parameters={
-                    "orgs": sorted({k[0] for k in keys}),
-                    "users": sorted({k[1] for k in keys}),
-                    "lo": lo,
-                    "hi": hi,
-                    "ids": ids,
+                    "orgs": sorted(organizations),
+                    "users": sorted(users),
+                    "lo": _millis(earliest),
+                    "hi": _millis(latest),
+                    "ids": _Verbatim(text),
                 },
             )
             return {str(row[0]) for row in result.result_rows}

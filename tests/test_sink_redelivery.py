@@ -335,14 +335,14 @@ class FlakyClickHouse:
         self._client = client
         self.inserts = 0
 
-    def insert(self, *args: Any, **kwargs: Any) -> Any:
+    def raw_insert(self, *args: Any, **kwargs: Any) -> Any:  # how the sink inserts
         self.inserts += 1
         if self.inserts == 1:
             raise ConnectionError("injected: ClickHouse unreachable")
         if self.inserts == 2:
-            self._client.insert(*args, **kwargs)
+            self._client.raw_insert(*args, **kwargs)
             raise TimeoutError("injected: insert landed, answer lost")
-        return self._client.insert(*args, **kwargs)
+        return self._client.raw_insert(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)

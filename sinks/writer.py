@@ -3,7 +3,9 @@
 chdb is in-process and its session is not meant for concurrent use, so every call
 goes through one worker thread; that also keeps blocking I/O off the event loop. chdb
 releases the GIL while ClickHouse works, so the event loop decodes the next batch
-meanwhile (see sinks.event_sink).
+meanwhile (see sinks.event_sink). An insert's Python work (its rows into Native bytes)
+is done by the caller, on the event loop, so the worker thread holds the GIL as little
+as it can (sinks.native).
 """
 
 from __future__ import annotations

@@ -83,8 +83,8 @@ def test_erasure_deletes_audits_and_keeps_late_copies_out(
 
     # applied again (a redelivery): nothing more to delete, still one audit row, and a
     # restarted sink still knows ada is erased
-    erasures = Erasures(writer)
-    asyncio.run(erasures.apply(erasure))
+    restarted = Erasures(writer)
+    asyncio.run(restarted.apply(erasure))
     assert clickhouse.query("SELECT count() FROM audit_log").result_rows == [(1,)]
     fresh = Erasures(writer)
     asyncio.run(fresh.load())

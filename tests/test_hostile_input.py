@@ -87,7 +87,7 @@ def lesson(user_id: str, **overrides: Any) -> dict[str, Any]:
 
 def partition_of(key: str, partitions: int) -> int:
     """Kafka's default partitioner, as the collector's producer uses it."""
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+    return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
 def neighbour_of(key: str, partitions: int) -> str:

@@ -195,7 +195,7 @@ def _generated_log(rng: random.Random, now: datetime) -> list[dict[str, Any]]:
                 "page_view",
             ]
         )
-        props: dict[str, Any] = {
+        by_kind: dict[str, dict[str, Any]] = {
             "lesson_completed": {"content_id": "l"},
             "quiz_completed": {"content_id": "q", "score": round(rng.uniform(0, 100), 1)},
             "quiz_complete": {
@@ -222,7 +222,8 @@ def _generated_log(rng: random.Random, now: datetime) -> list[dict[str, Any]]:
                 ],
             },
             "page_view": {},
-        }[kind]
+        }
+        props = by_kind[kind]
         moment = now - timedelta(hours=rng.randint(0, 24 * 20))
         events.append(
             {

@@ -59,7 +59,8 @@ async def _scenario(settings: Settings) -> None:
     topic = changelogs[0].name
     expected, written = await _fill(settings, topic, random.Random(7))
     app = create_app(settings, FileSchemaRegistry.from_files(catalog), catalog)
-    store: Any = app.tables["learner-state"]._data
+    table: Any = app.tables["learner-state"]  # its store is Faust's private attribute
+    store = table._data
     assert isinstance(store, PreloadedMemoryStore)
     mine = {TP(topic, 0), TP(topic, 2)}
     source = {TP(settings.topic("events.raw"), 0)}  # not the store's: left alone

@@ -27,11 +27,12 @@ from learnstream.topics import (
     EVENTS_DERIVED,
     EVENTS_INVALID,
     EVENTS_RAW,
+    PROJECTION_SCHEMAS,
     PROJECTIONS_XP,
     REQUESTS_ERASURE,
 )
 from processors import decide
-from processors.app import PROJECTION_SCHEMAS, _codec
+from processors.app import _codec
 from projections.blind_spots import DrillAttempt, blind_spots, prune
 from projections.delivery import Position
 from projections.events import Event

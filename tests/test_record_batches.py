@@ -84,7 +84,9 @@ async def _whole(bootstrap: str) -> None:
     await producer.start()
     try:
         out = RecordBatches(producer)
-        records = [(f"k{i}".encode(), b"v" * 200) for i in range(500)]  # ~100 KB: 25 x 4 KB
+        records: list[tuple[bytes, bytes | None]] = [
+            (f"k{i}".encode(), b"v" * 200) for i in range(500)
+        ]  # ~100 KB: 25 x 4 KB
         out.add_whole(topic, 1, records[:300])
         out.add_whole(topic, 1, records[300:])  # the same whole batch
         sent = await out.send()

@@ -13,7 +13,9 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import cast
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import given
@@ -38,9 +40,11 @@ def raw_ids(settings: Settings) -> list[str]:
     return [str(decode(REGISTRY, r.value)["event_id"]) for r in records]
 
 
-def collector(settings: Settings) -> TestClient:
+def collector(settings: Settings) -> httpx.Client:
+    """The collector in process, as the HTTP client the SDK takes (Starlette's test
+    client is one, typed against its own copy of httpx)."""
     publisher = KafkaPublisher(settings.kafka_bootstrap, settings.publish_timeout_s)
-    return TestClient(create_app(settings, CATALOG, REGISTRY, publisher))
+    return cast(httpx.Client, TestClient(create_app(settings, CATALOG, REGISTRY, publisher)))
 
 
 def answer(i: int) -> dict[str, object]:

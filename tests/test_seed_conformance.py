@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -129,7 +129,7 @@ def envelope(fixture: dict[str, Any], index: int) -> dict[str, Any]:
 
 def _field(kind: EventType, name: str) -> Schema:
     (spec,) = [f for f in catalogue.properties_schema(kind)["fields"] if f["name"] == name]
-    return spec
+    return cast(Schema, spec)
 
 
 def stored(spec: Schema, value: Any) -> Any:
@@ -270,7 +270,7 @@ def test_every_payload_is_stored_with_its_fields_queryable(
         f"FROM events WHERE toString(event_id) IN ({ids}) AND source_topic LIKE '%events.clean'"
     )
     by_id = {row[0]: row for row in rows}
-    problems = []
+    problems: list[tuple[Any, ...]] = []
     for case in sent:
         _, event_type, user_id, pairs = by_id[case.event["event_id"]]
         found = {key: json.loads(raw) for key, raw in pairs}

@@ -25,7 +25,7 @@ from tests.conftest import REPO
 @given(st.lists(st.floats(0, 1000, allow_nan=False), min_size=1, max_size=40))
 def test_restart_pauses_double_and_the_budget_holds_within_its_window(gaps: list[float]) -> None:
     budget = RestartBudget(max_restarts=5, window_s=60.0, base_delay_s=0.5, max_delay_s=8.0)
-    now, granted = 0.0, []
+    now, granted = 0.0, list[float]()
     for gap in gaps:
         now += gap
         when = budget.next_start("processors", now)

@@ -224,9 +224,13 @@ def test_two_workers_with_one_killed_store_what_one_worker_stores(
             _wait("the two workers to split the partitions again", split_between_both, 60, groups)
             produce_chunk(2 * CHUNK)
             for database in ("one_worker", "two_workers"):
+
+                def holds_every_event(db: str = database) -> bool:
+                    return expected <= set(stored(db))
+
                 _wait(
                     f"every event in {database}",
-                    lambda db=database: expected <= set(stored(db)),
+                    holds_every_event,
                     ARRIVAL_S,
                     groups,
                 )

@@ -133,7 +133,8 @@ def throughput(
         for offset, (_, value) in enumerate(records)
     ]
     # as the sink process does after start-up (sinks.__main__); the baselines gain too
-    settle_after_start_up()  # its timed collections, once a minute, fall outside rounds
+    thresholds = gc.get_threshold()
+    settle_after_start_up()
     # (wall seconds, CPU seconds of the whole process, ClickHouse's threads included):
     # on a shared machine the wall time moves with the neighbours, the CPU time much less
     figures: dict[str, list[tuple[float, float]]] = {"raw": [], "raw_columns": [], "sink": []}
@@ -158,7 +159,7 @@ def throughput(
         totals = {_daily_totals(client, database) for database in databases.values()}
         assert len(totals) == 1, f"daily_user_stats differ: {totals}"
     client.close()
-    gc.enable()  # the benchmarks after this one run as they did
+    gc.set_threshold(*thresholds)  # the benchmarks after this one run as they did
     result: dict[str, float] = {"rows": len(rows), "rounds": rounds}
     for name, taken in figures.items():
         for round_, (wall, cpu) in enumerate(taken):

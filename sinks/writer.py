@@ -74,6 +74,20 @@ class _Verbatim:
         return self._text
 
 
+# the characters clickhouse-connect escapes in a bound string (binding.must_escape)
+_ESCAPED = re.compile(r"[\\'`\t\n]")
+
+
+def _strings(values: Collection[str]) -> Any:
+    """A bound ``Array(String)``: verbatim when no value has a character to escape (the
+    usual ids), as clickhouse-connect would write it, without its Python loop over every
+    character (58 ms for 20 000 UUID-like user ids); else the list, bound as usual."""
+    ordered = sorted(values)
+    if _ESCAPED.search("".join(ordered)):
+        return ordered
+    return _Verbatim("['" + "','".join(ordered) + "']")
+
+
 class ClickHouseWriter:
     def __init__(self, client: Any, database: str) -> None:
         self.client = client
@@ -299,8 +313,8 @@ class ClickHouseWriter:
                 # evaluated again and again: 15 s for 200 000 rows)
                 "AND event_id IN (SELECT toUUID(arrayJoin(splitByChar(',', {ids:String}))))",
                 parameters={
-                    "orgs": sorted(organizations),
-                    "users": sorted(users),
+                    "orgs": _strings(organizations),
+                    "users": _strings(users),
                     "lo": _millis(earliest),
                     "hi": _millis(latest),
                     "ids": _Verbatim(text),

@@ -247,12 +247,21 @@ def _compile(parsed_schema: Any) -> Reader:
     lines = ["def _read(buf, p):", "    _end = len(buf)"]
     lines.extend(generator.read(parsed_schema, "_value", "    "))
     lines.append("    return _value")
-    namespace: dict[str, Any] = {**_READER_NAMES, **generator.constants}
-    source = "\n\n".join([*generator.sources, "\n".join(lines)])
     label = parsed_schema.get("name", "") if isinstance(parsed_schema, dict) else parsed_schema
-    exec(compile(source, f"<avro reader {label}>", "exec"), namespace)
-    reader: Reader = namespace["_read"]
+    reader: Reader = _define(generator, lines, f"<avro reader {label}>", {})
     return reader
+
+
+def _define(
+    generator: _Generator, lines: list[str], filename: str, names: Mapping[str, Any]
+) -> Callable[..., Any]:
+    """The function ``_read`` that ``lines`` define, with the record functions and
+    constants ``generator`` wrote for it, and ``names`` besides."""
+    scope: dict[str, Any] = {**_READER_NAMES, **generator.constants, **names}
+    source = "\n\n".join([*generator.sources, "\n".join(lines)])
+    exec(compile(source, filename, "exec"), scope)
+    function: Callable[..., Any] = scope["_read"]
+    return function
 
 
 def compile_record_function(
@@ -287,11 +296,7 @@ def compile_record_function(
     missing = [name for name in fields if name not in present]
     lines.extend(f"    f_{name} = {fields[name]}" for name in missing)
     lines.append(body.rstrip())
-    scope: dict[str, Any] = {**_READER_NAMES, **generator.constants, **namespace}
-    source = "\n\n".join([*generator.sources, "\n".join(lines)])
-    exec(compile(source, f"<avro record function {label}>", "exec"), scope)
-    function: Callable[..., Any] = scope["_read"]
-    return function
+    return _define(generator, lines, f"<avro record function {label}>", namespace)
 
 
 def compiled_reader(parsed_schema: Any) -> Reader | None:

@@ -191,29 +191,24 @@ class _RowFunctions:
         scope = dict(self.namespace)
         exec(compile(source, "<event row>", "exec"), scope)
         self.from_datum: DatumRow = scope["_row"]
-        self._from_bytes: dict[int, tuple[Any, BytesRow | None]] = {}
 
     def from_bytes(self, parsed_schema: Any) -> BytesRow | None:
-        found = self._from_bytes.get(id(parsed_schema))
-        if found is not None and found[0] is parsed_schema:
-            return found[1]
-        function: BytesRow | None = None
+        """Compiled on each call: its caller (sinks.routes) keeps one per schema id."""
         names = (
             {f["name"] for f in parsed_schema.get("fields", ())}
             if isinstance(parsed_schema, dict)
             else set()
         )
-        if names.issuperset(_REQUIRED_FIELDS):
-            function = compile_record_function(
-                parsed_schema,
-                "topic, partition, offset",
-                {**dict.fromkeys(_REQUIRED_FIELDS, "None"), **_ROW_FIELDS},
-                _ROW_BODY,
-                self.namespace,
-                str(parsed_schema.get("name", "")),
-            )
-        self._from_bytes[id(parsed_schema)] = (parsed_schema, function)
-        return function
+        if not names.issuperset(_REQUIRED_FIELDS):
+            return None
+        return compile_record_function(
+            parsed_schema,
+            "topic, partition, offset",
+            {**dict.fromkeys(_REQUIRED_FIELDS, "None"), **_ROW_FIELDS},
+            _ROW_BODY,
+            self.namespace,
+            str(parsed_schema.get("name", "")),
+        )
 
 
 _ROW_FUNCTIONS: dict[int, _RowFunctions] = {}
@@ -238,7 +233,7 @@ def event_row_reader(catalog: EventCatalog, parsed_schema: Any) -> BytesRow | No
     ``parsed_schema``: ``reader(payload, position of the datum, topic, partition,
     offset)``. The same row as ``event_row`` of the decoded datum, without building the
     datum (the sink's largest cost per row: BENCHMARKS.md, session 8). None where the
-    compiled reader leaves the schema to fastavro."""
+    compiled reader leaves the schema to fastavro. Compiled on each call: keep it."""
     return _row_functions(catalog).from_bytes(parsed_schema)
 
 
